@@ -1,0 +1,110 @@
+//! Where an OSlet's serial output goes: the OSlet's log file and, in `terminal`
+//! mode, this process's stdout (which `oslet up` reads and prefixes with the name).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+/// A line-buffered sink for guest console bytes.
+pub struct ConsoleSink {
+    log: Option<File>,
+    stdout: bool,
+    line: Vec<u8>,
+}
+
+/// Longest line kept before it is flushed anyway (a guest without newlines must not
+/// grow our memory).
+const MAX_LINE: usize = 4096;
+
+impl ConsoleSink {
+    /// A sink writing to `log_file` (created, truncated) and, if `stdout`, to stdout.
+    pub fn new(log_file: Option<&Path>, stdout: bool) -> io::Result<Self> {
+        let log = match log_file {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(true)
+                        .open(p)?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            log,
+            stdout,
+            line: Vec::with_capacity(256),
+        })
+    }
+
+    /// A sink that drops everything.
+    pub fn off() -> Self {
+        Self {
+            log: None,
+            stdout: false,
+            line: Vec::new(),
+        }
+    }
+
+    fn flush_line(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        // Console output is best-effort: a full disk or a closed pipe must not stop
+        // the guest, so write errors are dropped here.
+        if let Some(f) = self.log.as_mut() {
+            let _ = f.write_all(&self.line);
+        }
+        if self.stdout {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(&self.line);
+            let _ = out.flush();
+        }
+        self.line.clear();
+    }
+}
+
+impl Write for ConsoleSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            self.line.push(b);
+            if b == b'\n' || self.line.len() >= MAX_LINE {
+                self.flush_line();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_line();
+        Ok(())
+    }
+}
+
+impl Drop for ConsoleSink {
+    fn drop(&mut self) {
+        self.flush_line();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_file_gets_whole_lines_and_the_tail_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("logs/x.log");
+        {
+            let mut s = ConsoleSink::new(Some(&p), false).unwrap();
+            s.write_all(b"one\ntw").unwrap();
+            assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\n");
+            s.write_all(b"o").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo");
+    }
+}

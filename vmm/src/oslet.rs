@@ -1,0 +1,182 @@
+//! One OSlet's VMM, run inside its own process: build the VM from the plan
+//! (memory → VM → devices → kernel → vCPUs), run it, and report how it ended.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::Cap;
+use oslet_config::{Console, Kernel, OsletPlan};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::{cpuid, regs};
+use crate::boot::{self, BootRequest, KernelSource};
+use crate::console::ConsoleSink;
+use crate::devices::serial::{SerialPort, COM1_IRQ};
+use crate::devices::PioDevices;
+use crate::events::{Event, EventSink, Outcome};
+use crate::vcpu::{self, GuestExit, VcpuEvent};
+use crate::{kvm, memory, monotonic_ns, signals, testkernel, vm};
+
+/// Errors building an OSlet.
+#[derive(Debug, thiserror::Error)]
+pub enum OsletError {
+    /// KVM is unusable.
+    #[error(transparent)]
+    Kvm(#[from] kvm::KvmError),
+    /// Guest RAM could not be allocated.
+    #[error("guest memory")]
+    Memory(#[from] memory::MemoryError),
+    /// The VM could not be created.
+    #[error("VM setup")]
+    Vm(#[from] vm::VmError),
+    /// The kernel could not be loaded.
+    #[error("kernel boot")]
+    Boot(#[from] boot::BootError),
+    /// vCPU registers could not be set.
+    #[error("vCPU setup")]
+    Regs(#[from] regs::RegsError),
+    /// Another KVM call failed.
+    #[error("KVM refused to {0}")]
+    KvmCall(&'static str, #[source] kvm_ioctls::Error),
+    /// The console log could not be opened.
+    #[error("cannot open console log {}", .0.display())]
+    ConsoleLog(std::path::PathBuf, #[source] std::io::Error),
+    /// A thread or signal could not be set up.
+    #[error("cannot {0}")]
+    Os(&'static str, #[source] std::io::Error),
+}
+
+/// The kernel command line an OSlet boots with.
+pub fn kernel_cmdline(plan: &OsletPlan) -> String {
+    match (&plan.kernel, &plan.cmdline) {
+        (_, Some(c)) => c.clone(),
+        (Kernel::TestKernel, None) => String::new(),
+        (Kernel::Image { .. }, None) => "console=ttyS0 reboot=k panic=1 pci=off".to_string(),
+    }
+}
+
+/// Builds and runs the OSlet of `plan` until it ends; reports events to `sink`.
+pub fn run(plan: &OsletPlan, sink: &mut EventSink) -> Result<Outcome, OsletError> {
+    let kvm = kvm::open()?;
+    let mem = memory::create_guest_memory(
+        plan.memory_bytes,
+        memory::MemoryOptions {
+            hugepage_size: plan.hugepages,
+            numa_node: plan.numa_node,
+        },
+    )?;
+    let vm = vm::create(&kvm, &mem)?;
+
+    let console = match plan.console {
+        Console::Terminal => ConsoleSink::new(Some(&plan.log_file), true),
+        Console::Log => ConsoleSink::new(Some(&plan.log_file), false),
+        Console::Off => Ok(ConsoleSink::off()),
+    }
+    .map_err(|e| OsletError::ConsoleLog(plan.log_file.clone(), e))?;
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| OsletError::Os("create an eventfd", e))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ)
+        .map_err(|e| OsletError::KvmCall("register the serial irqfd", e))?;
+    let devices = Arc::new(PioDevices::new(SerialPort::new(serial_irq, console)));
+
+    let kernel = match &plan.kernel {
+        Kernel::TestKernel => KernelSource::Embedded(testkernel::IMAGE),
+        Kernel::Image { path, format } => KernelSource::File(path, *format),
+    };
+    let cmdline = kernel_cmdline(plan);
+    let info = boot::load(
+        &mem,
+        &BootRequest {
+            kernel,
+            initrd: plan.initrd.as_deref(),
+            cmdline: &cmdline,
+            mem_size: plan.memory_bytes,
+            vcpus: plan.vcpus(),
+        },
+    )?;
+
+    let base_cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| OsletError::KvmCall("report its supported CPUID", e))?;
+    let tsc_deadline = vm.check_extension(Cap::TscDeadlineTimer);
+    let count = plan.vcpus();
+    let mut fds = Vec::with_capacity(count);
+    for i in 0..count {
+        let fd = vm
+            .create_vcpu(i as u64)
+            .map_err(|e| OsletError::KvmCall("create a vCPU", e))?;
+        let mut c = base_cpuid.clone();
+        cpuid::filter(&mut c, i as u32, count as u32, tsc_deadline);
+        fd.set_cpuid2(&c)
+            .map_err(|e| OsletError::KvmCall("set CPUID", e))?;
+        regs::setup_msrs(&fd)?;
+        regs::setup_fpu(&fd)?;
+        regs::setup_lint(&fd)?;
+        if i == 0 {
+            regs::setup_boot_vcpu(&fd, &mem, info.entry)?;
+        }
+        fds.push(fd);
+    }
+
+    vcpu::install_kick_handler().map_err(|e| OsletError::Os("install the vCPU kick handler", e))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    sink.send(&Event::Started {
+        mono_ns: monotonic_ns(),
+    });
+    let mut handles = Vec::with_capacity(count);
+    for (i, fd) in fds.into_iter().enumerate() {
+        let h = vcpu::spawn(
+            &plan.name,
+            i,
+            fd,
+            plan.host_cpus.get(i).copied(),
+            Arc::clone(&devices),
+            Arc::clone(&stop),
+            tx.clone(),
+        )
+        .map_err(|e| OsletError::Os("start a vCPU thread", e))?;
+        handles.push(h);
+    }
+    drop(tx);
+
+    let outcome = loop {
+        if let Some(signal) = signals::stop_requested() {
+            break Outcome::Stopped { signal };
+        }
+        match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(VcpuEvent::FirstMarker(ns)) => sink.send(&Event::FirstInstruction { mono_ns: ns }),
+            Ok(VcpuEvent::Exit(_, exit)) => {
+                break match exit {
+                    GuestExit::PowerOff(status) => Outcome::PoweredOff { status },
+                    GuestExit::Reset => Outcome::Reset,
+                    GuestExit::Shutdown => Outcome::Shutdown,
+                    GuestExit::Crash(reason) => Outcome::Crashed { reason },
+                }
+            }
+            Ok(VcpuEvent::Error(_, error)) => break Outcome::Failed { error },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Outcome::Failed {
+                    error: "every vCPU thread ended without a reason".to_string(),
+                }
+            }
+        }
+    };
+
+    stop.store(true, Ordering::SeqCst);
+    for h in &handles {
+        h.kick();
+    }
+    for h in handles {
+        h.join();
+    }
+    devices.flush();
+    // The VM (and its memory slots) goes before the guest memory it maps.
+    drop(vm);
+    drop(mem);
+    Ok(outcome)
+}
