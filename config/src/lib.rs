@@ -100,6 +100,7 @@
 //! Every error is one line, `<file>: <field path>: <problem>; <fix>`, for example
 //!
 //! ```text
+//! box.toml: oslet "db".cpus: CPU 70 does not exist on this host (it has CPUs 0-63); use CPUs from 0-63 or give a count
 //! box.toml: oslet "app".cpus: CPUs 4-7 are also used by oslet "db"; give each OSlet its own CPUs, or set [host] oversubscribe = true
 //! box.toml:7: oslet[2].memroy: unknown field; did you mean "memory"?
 //! ```
@@ -109,6 +110,7 @@
 //! (`oslet "db"`).
 
 mod error;
+mod partition;
 mod plan;
 mod raw;
 mod topology;
@@ -121,12 +123,12 @@ use std::io;
 use std::path::Path;
 
 pub use error::{ConfigError, TopologyError};
-pub use plan::{Console, Kernel, KernelFormat, OsletPlan, Partition};
+pub use partition::{Console, Kernel, KernelFormat, OsletPlan, Partition};
 pub use topology::{HostTopology, HugePagePool, NumaNode};
 
 /// Reads, parses, validates and plans the config file at `path` for `host`.
 pub fn load(path: &Path, host: &HostTopology) -> Result<Partition, ConfigError> {
-    let file = path.display().to_string();
+    let file = units::flat(path.display().to_string());
     let unreadable = |problem: String, fix: &str| ConfigError::Unreadable {
         file: file.clone(),
         problem,
@@ -165,12 +167,14 @@ pub fn load(path: &Path, host: &HostTopology) -> Result<Partition, ConfigError> 
 /// Parses, validates and plans config `text` for `host`. `source` names the file in
 /// errors, and relative paths in the text start at its directory.
 pub fn parse_str(text: &str, source: &Path, host: &HostTopology) -> Result<Partition, ConfigError> {
-    let file = source.display().to_string();
+    let file = units::flat(source.display().to_string());
     if text.trim().is_empty() {
         return Err(ConfigError::NoOslets {
             file,
             problem: "the file is empty".into(),
-            fix: "describe at least one OSlet with an [[oslet]] table (config/examples/micro.toml is the smallest)".into(),
+            fix: "describe at least one OSlet with an [[oslet]] table \
+                  (config/examples/micro.toml is the smallest)"
+                .into(),
         });
     }
     let dir = match source.parent() {

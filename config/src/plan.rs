@@ -2,17 +2,17 @@
 //! with every host CPU, byte and file decided and checked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::fs;
 use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
+use crate::partition::{Console, Kernel, KernelFormat, OsletPlan, Partition};
 use crate::raw::{did_you_mean, RawCpus, RawFile, RawHugepages, RawOslet, RawSize};
 use crate::topology::HostTopology;
 use crate::units::{
-    cpus_phrase, format_cpu_list, format_size, format_size_approx, parse_cpu_list, parse_size,
-    plural, Problem, GIB, KIB, MIB,
+    cpus_phrase, flat, format_cpu_list, format_size, format_size_approx, parse_cpu_list,
+    parse_size, plural, Problem, GIB, KIB, MIB,
 };
 
 /// The most vCPUs one OSlet may have (the xAPIC id space, less the broadcast id).
@@ -26,206 +26,10 @@ pub(crate) const BUILTIN_TESTKERNEL: &str = "builtin:testkernel";
 /// `log_dir` when `[host]` does not set one.
 pub(crate) const DEFAULT_LOG_DIR: &str = "oslet-logs";
 
-/// A checked, planned partition of the host: what the VMM builds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partition {
-    /// The file it came from, as given.
-    pub source: PathBuf,
-    /// `[host] oversubscribe`: CPU sets may overlap and exceed the host's CPUs.
-    pub oversubscribe: bool,
-    /// Where per-OSlet console logs go; absolute.
-    pub log_dir: PathBuf,
-    /// The OSlets, in file order.
-    pub oslets: Vec<OsletPlan>,
-}
-
-/// One OSlet, fully decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OsletPlan {
-    /// `[a-z0-9][a-z0-9-]{0,31}`, unique in the partition.
-    pub name: String,
-    /// One host CPU per vCPU: vCPU i is pinned to `host_cpus[i]`.
-    pub host_cpus: Vec<usize>,
-    /// Guest RAM in bytes: at least 2 MiB, a multiple of 4 KiB and of the huge page size.
-    pub memory_bytes: u64,
-    /// The host NUMA node the guest RAM is bound to.
-    pub numa_node: Option<u32>,
-    /// Huge page size in bytes (2 MiB or 1 GiB) backing guest RAM, when asked for.
-    pub hugepages: Option<u64>,
-    /// What to boot.
-    pub kernel: Kernel,
-    /// Initial ramdisk; absolute, checked to be a readable file.
-    pub initrd: Option<PathBuf>,
-    /// The command line as written; the VMM adds its own defaults.
-    pub cmdline: Option<String>,
-    /// Where the serial console goes.
-    pub console: Console,
-    /// `log_dir/<name>.log`.
-    pub log_file: PathBuf,
-}
-
-impl OsletPlan {
-    /// The number of vCPUs (one per host CPU in `host_cpus`).
-    pub fn vcpus(&self) -> usize {
-        self.host_cpus.len()
-    }
-}
-
-/// The guest kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kernel {
-    /// The in-repo test kernel embedded in the `oslet` binary (`builtin:testkernel`).
-    TestKernel,
-    /// A kernel image on disk, checked to be readable and of a bootable format.
-    Image {
-        /// Absolute path.
-        path: PathBuf,
-        /// What its header says it is.
-        format: KernelFormat,
-    },
-}
-
-/// The format of a kernel image, from its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KernelFormat {
-    /// A bzImage (x86 boot protocol: 0xAA55 at 0x1FE, "HdrS" at 0x202).
-    BzImage,
-    /// An ELF64 x86-64 vmlinux.
-    Elf,
-}
-
-/// Where an OSlet's serial console goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Console {
-    /// To the terminal, each line prefixed with the OSlet's name, and to the log file.
-    #[default]
-    Terminal,
-    /// To the log file only.
-    Log,
-    /// Nowhere.
-    Off,
-}
-
-impl fmt::Display for Kernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Kernel::TestKernel => f.write_str(BUILTIN_TESTKERNEL),
-            Kernel::Image { path, format } => {
-                let kind = match format {
-                    KernelFormat::BzImage => "bzImage",
-                    KernelFormat::Elf => "ELF",
-                };
-                write!(f, "{} ({kind})", path.display())
-            }
-        }
-    }
-}
-
-impl fmt::Display for Console {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Console::Terminal => "terminal",
-            Console::Log => "log",
-            Console::Off => "off",
-        })
-    }
-}
-
-impl fmt::Display for Partition {
-    /// The plan as `oslet check` prints it: a totals line, then one line per OSlet
-    /// (columns aligned), continuation lines for initrd and cmdline, and the log dir.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let vcpus: usize = self.oslets.iter().map(OsletPlan::vcpus).sum();
-        let memory: u64 = self.oslets.iter().map(|o| o.memory_bytes).sum();
-        write!(
-            f,
-            "{}: {}, {}, {}",
-            self.source.display(),
-            plural(self.oslets.len(), "OSlet"),
-            plural(vcpus, "vCPU"),
-            format_size(memory)
-        )?;
-        if self.oversubscribe {
-            f.write_str(", oversubscribed")?;
-        }
-        writeln!(f)?;
-        let rows: Vec<[String; 7]> = self
-            .oslets
-            .iter()
-            .map(|o| {
-                [
-                    o.name.clone(),
-                    format!(
-                        "cpus {} ({})",
-                        format_cpu_list(&o.host_cpus),
-                        plural(o.vcpus(), "vCPU")
-                    ),
-                    format!("memory {}", format_size(o.memory_bytes)),
-                    format!("numa {}", o.numa_node.map_or("-".into(), |n| n.to_string())),
-                    format!("hugepages {}", o.hugepages.map_or("-", hugepage_name)),
-                    format!("console {}", o.console),
-                    format!("kernel {}", o.kernel),
-                ]
-            })
-            .collect();
-        let mut widths = [0usize; 7];
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        for (row, oslet) in rows.iter().zip(&self.oslets) {
-            let mut line = String::from(" ");
-            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-                line.push_str(if i == 0 { " " } else { "  " });
-                if i + 1 == row.len() {
-                    line.push_str(cell);
-                } else {
-                    line.push_str(&format!("{cell:<w$}"));
-                }
-            }
-            writeln!(f, "{line}")?;
-            let indent = " ".repeat(widths[0] + 4);
-            if let Some(initrd) = &oslet.initrd {
-                writeln!(f, "{indent}initrd {}", initrd.display())?;
-            }
-            if let Some(cmdline) = &oslet.cmdline {
-                writeln!(f, "{indent}cmdline {cmdline:?}")?;
-            }
-        }
-        write!(f, "  logs in {}", self.log_dir.display())
-    }
-}
-
-fn hugepage_name(size: u64) -> &'static str {
-    if size == GIB {
-        "1G"
-    } else {
-        "2M"
-    }
-}
-
 /// Who is talking: the file's name for messages and its directory for relative paths.
 struct Ctx<'a> {
     file: String,
     base_dir: &'a Path,
-}
-
-/// Makes a message one line whatever the user wrote (names and paths are echoed back).
-fn flat(text: String) -> String {
-    if text.chars().any(char::is_control) {
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        text
-    }
 }
 
 impl Ctx<'_> {
@@ -305,7 +109,8 @@ pub(crate) fn plan(
             file: ctx.file.clone(),
             problem: "no [[oslet]] table".into(),
             fix: format!(
-                "describe at least one OSlet: [[oslet]] name = \"micro\", cpus = 1, memory = \"4MiB\", kernel = \"{BUILTIN_TESTKERNEL}\""
+                "describe at least one OSlet: [[oslet]] name = \"micro\", cpus = 1, \
+                 memory = \"4MiB\", kernel = \"{BUILTIN_TESTKERNEL}\""
             ),
         });
     }
@@ -378,7 +183,10 @@ fn check_names(ctx: &Ctx, oslets: &[RawOslet]) -> Result<(), ConfigError> {
                 &field,
                 Problem::new(
                     format!("{:?} is not a valid OSlet name", o.name),
-                    format!("{hint} 1 to 32 lowercase letters, digits and '-', starting with a letter or digit"),
+                    format!(
+                        "{hint} 1 to 32 lowercase letters, digits and '-', starting with a \
+                         letter or digit"
+                    ),
                 ),
             ));
         }
@@ -437,7 +245,11 @@ fn check_oslet(
             return Err(ctx.invalid(
                 &field("cmdline"),
                 Problem::new(
-                    format!("the command line is {} bytes, more than the {MAX_CMDLINE} the boot protocol allows", cmdline.len()),
+                    format!(
+                        "the command line is {} bytes, more than the {MAX_CMDLINE} the boot \
+                         protocol allows",
+                        cmdline.len()
+                    ),
                     "shorten it",
                 ),
             ));
@@ -535,7 +347,8 @@ fn check_cpus(raw: &RawCpus, oversubscribe: bool) -> Result<CpuSpec, Problem> {
             let verb = if twice.len() == 1 { "is" } else { "are" };
             return Err(Problem::new(
                 format!("{} {verb} listed more than once", cpus_phrase(&twice)),
-                "list each CPU once (vCPU i runs on the i-th CPU listed), or set [host] oversubscribe = true",
+                "list each CPU once (vCPU i runs on the i-th CPU listed), or set [host] \
+                 oversubscribe = true",
             ));
         }
     }
@@ -666,7 +479,10 @@ fn check_kernel(ctx: &Ctx, field: &str, text: &str) -> Result<Kernel, ConfigErro
             field,
             Problem::new(
                 format!("{text:?} is not a builtin kernel"),
-                format!("the only builtin is \"{BUILTIN_TESTKERNEL}\"; give a path for any other kernel"),
+                format!(
+                    "the only builtin is \"{BUILTIN_TESTKERNEL}\"; give a path for any other \
+                     kernel"
+                ),
             ),
         ));
     }
@@ -692,8 +508,14 @@ fn check_kernel(ctx: &Ctx, field: &str, text: &str) -> Result<Kernel, ConfigErro
         Err(detail) => Err(ctx.file_error(
             field,
             Problem::new(
-                format!("{} is not a bzImage or an ELF vmlinux{detail}", path.display()),
-                format!("point kernel at a bzImage (arch/x86/boot/bzImage) or an x86-64 vmlinux, or use \"{BUILTIN_TESTKERNEL}\""),
+                format!(
+                    "{} is not a bzImage or an ELF vmlinux{detail}",
+                    path.display()
+                ),
+                format!(
+                    "point kernel at a bzImage (arch/x86/boot/bzImage) or an x86-64 \
+                     vmlinux, or use \"{BUILTIN_TESTKERNEL}\""
+                ),
             ),
         )),
     }
@@ -907,7 +729,8 @@ fn place_cpus(
                     plural(node.cpus.len(), "CPU")
                 ),
                 None => format!(
-                    "asks for {} but {free_phrase}: the OSlets ask for {} in all and the host has {}",
+                    "asks for {} but {free_phrase}: the OSlets ask for {} in all and the host \
+                     has {}",
                     plural(n, "CPU"),
                     plural(total_asked, "CPU"),
                     host.cpus.len()
@@ -996,7 +819,8 @@ fn check_hugepages(ctx: &Ctx, oslets: &[Checked], host: &HostTopology) -> Result
     let mut needed: BTreeMap<u64, u64> = BTreeMap::new();
     for o in oslets {
         if let Some(size) = o.hugepages {
-            *needed.entry(size).or_default() += o.memory_bytes / size;
+            let n = needed.entry(size).or_default();
+            *n = n.saturating_add(o.memory_bytes / size);
         }
     }
     let mut running: BTreeMap<u64, u64> = BTreeMap::new();
@@ -1027,7 +851,7 @@ fn check_hugepages(ctx: &Ctx, oslets: &[Checked], host: &HostTopology) -> Result
             ));
         };
         let sum = running.entry(size).or_default();
-        *sum += o.memory_bytes / size;
+        *sum = sum.saturating_add(o.memory_bytes / size);
         if *sum > pool.free {
             let total = needed.get(&size).copied().unwrap_or(*sum);
             return Err(ctx.host(
@@ -1038,7 +862,10 @@ fn check_hugepages(ctx: &Ctx, oslets: &[Checked], host: &HostTopology) -> Result
                         format_size(size),
                         pool.free
                     ),
-                    format!("reserve them with `echo {total} > {sysfs}/nr_hugepages` (more if other programs hold some), or drop hugepages"),
+                    format!(
+                        "reserve them with `echo {total} > {sysfs}/nr_hugepages` (more if \
+                         other programs hold some), or drop hugepages"
+                    ),
                 ),
             ));
         }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::ConfigError;
+use crate::units::flat;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -163,7 +164,34 @@ impl<'de> Deserialize<'de> for RawHugepages {
 
 /// Parses the text into raw structs, turning toml's errors into [`ConfigError`]s.
 pub(crate) fn parse(text: &str, file: &str) -> Result<RawFile, ConfigError> {
-    toml::from_str::<RawFile>(text).map_err(|e| map_toml_error(&e, text, file))
+    toml::from_str::<RawFile>(text).map_err(|e| match map_toml_error(&e, text, file) {
+        // Messages echo the user's keys and values; keep them on one line.
+        ConfigError::Schema {
+            file,
+            line,
+            field,
+            problem,
+            fix,
+        } => ConfigError::Schema {
+            file,
+            line,
+            field: flat(field),
+            problem: flat(problem),
+            fix: flat(fix),
+        },
+        ConfigError::Syntax {
+            file,
+            line,
+            problem,
+            fix,
+        } => ConfigError::Syntax {
+            file,
+            line,
+            problem: flat(problem),
+            fix: flat(fix),
+        },
+        other => other,
+    })
 }
 
 /// An example of a field written correctly, for the fix of a schema error.
@@ -604,7 +632,8 @@ mod tests {
         );
         assert_eq!(
             err("[[oslet]]\nname = 7\n"),
-            "box.toml:2: oslet[0].name: expected a string, found integer `7`; write it as name = \"db\""
+            "box.toml:2: oslet[0].name: expected a string, found integer `7`; write it as \
+             name = \"db\""
         );
         assert_eq!(
             err("[host]\noversubscribe = 1\n"),

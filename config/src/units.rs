@@ -24,8 +24,8 @@ impl Problem {
     }
 }
 
-const SIZE_UNITS_HELP: &str =
-    "sizes are a whole number of bytes or a whole number with a unit: B, K or KiB, M or MiB, G or GiB, T or TiB (all binary, 1K = 1024)";
+const SIZE_UNITS_HELP: &str = "sizes are a whole number of bytes or a whole number with a unit: \
+     B, K or KiB, M or MiB, G or GiB, T or TiB (all binary, 1K = 1024)";
 
 /// Parses a size string: a whole number, optional spaces, then an optional binary unit.
 ///
@@ -194,6 +194,23 @@ pub(crate) fn plural(n: usize, noun: &str) -> String {
         format!("{n} {noun}")
     } else {
         format!("{n} {noun}s")
+    }
+}
+
+/// Makes a message one line whatever the user wrote (names and paths are echoed back).
+pub(crate) fn flat(text: String) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text
     }
 }
 

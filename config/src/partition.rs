@@ -1,0 +1,186 @@
+//! The planned partition, what the VMM consumes, and how `oslet check` prints it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::plan::BUILTIN_TESTKERNEL;
+use crate::units::{format_cpu_list, format_size, plural, GIB};
+
+/// A checked, planned partition of the host: what the VMM builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// The file it came from, as given.
+    pub source: PathBuf,
+    /// `[host] oversubscribe`: CPU sets may overlap and exceed the host's CPUs.
+    pub oversubscribe: bool,
+    /// Where per-OSlet console logs go; absolute.
+    pub log_dir: PathBuf,
+    /// The OSlets, in file order.
+    pub oslets: Vec<OsletPlan>,
+}
+
+/// One OSlet, fully decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsletPlan {
+    /// `[a-z0-9][a-z0-9-]{0,31}`, unique in the partition.
+    pub name: String,
+    /// One host CPU per vCPU: vCPU i is pinned to `host_cpus[i]`.
+    pub host_cpus: Vec<usize>,
+    /// Guest RAM in bytes: at least 2 MiB, a multiple of 4 KiB and of the huge page size.
+    pub memory_bytes: u64,
+    /// The host NUMA node the guest RAM is bound to.
+    pub numa_node: Option<u32>,
+    /// Huge page size in bytes (2 MiB or 1 GiB) backing guest RAM, when asked for.
+    pub hugepages: Option<u64>,
+    /// What to boot.
+    pub kernel: Kernel,
+    /// Initial ramdisk; absolute, checked to be a readable file.
+    pub initrd: Option<PathBuf>,
+    /// The command line as written; the VMM adds its own defaults.
+    pub cmdline: Option<String>,
+    /// Where the serial console goes.
+    pub console: Console,
+    /// `log_dir/<name>.log`.
+    pub log_file: PathBuf,
+}
+
+impl OsletPlan {
+    /// The number of vCPUs (one per host CPU in `host_cpus`).
+    pub fn vcpus(&self) -> usize {
+        self.host_cpus.len()
+    }
+}
+
+/// The guest kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kernel {
+    /// The in-repo test kernel embedded in the `oslet` binary (`builtin:testkernel`).
+    TestKernel,
+    /// A kernel image on disk, checked to be readable and of a bootable format.
+    Image {
+        /// Absolute path.
+        path: PathBuf,
+        /// What its header says it is.
+        format: KernelFormat,
+    },
+}
+
+/// The format of a kernel image, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A bzImage (x86 boot protocol: 0xAA55 at 0x1FE, "HdrS" at 0x202).
+    BzImage,
+    /// An ELF64 x86-64 vmlinux.
+    Elf,
+}
+
+/// Where an OSlet's serial console goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Console {
+    /// To the terminal, each line prefixed with the OSlet's name, and to the log file.
+    #[default]
+    Terminal,
+    /// To the log file only.
+    Log,
+    /// Nowhere.
+    Off,
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kernel::TestKernel => f.write_str(BUILTIN_TESTKERNEL),
+            Kernel::Image { path, format } => {
+                let kind = match format {
+                    KernelFormat::BzImage => "bzImage",
+                    KernelFormat::Elf => "ELF",
+                };
+                write!(f, "{} ({kind})", path.display())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Console::Terminal => "terminal",
+            Console::Log => "log",
+            Console::Off => "off",
+        })
+    }
+}
+
+impl fmt::Display for Partition {
+    /// The plan as `oslet check` prints it: a totals line, then one line per OSlet
+    /// (columns aligned), continuation lines for initrd and cmdline, and the log dir.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let vcpus: usize = self.oslets.iter().map(OsletPlan::vcpus).sum();
+        let memory: u64 = self.oslets.iter().map(|o| o.memory_bytes).sum();
+        write!(
+            f,
+            "{}: {}, {}, {}",
+            self.source.display(),
+            plural(self.oslets.len(), "OSlet"),
+            plural(vcpus, "vCPU"),
+            format_size(memory)
+        )?;
+        if self.oversubscribe {
+            f.write_str(", oversubscribed")?;
+        }
+        writeln!(f)?;
+        let rows: Vec<[String; 7]> = self
+            .oslets
+            .iter()
+            .map(|o| {
+                [
+                    o.name.clone(),
+                    format!(
+                        "cpus {} ({})",
+                        format_cpu_list(&o.host_cpus),
+                        plural(o.vcpus(), "vCPU")
+                    ),
+                    format!("memory {}", format_size(o.memory_bytes)),
+                    format!("numa {}", o.numa_node.map_or("-".into(), |n| n.to_string())),
+                    format!("hugepages {}", o.hugepages.map_or("-", hugepage_name)),
+                    format!("console {}", o.console),
+                    format!("kernel {}", o.kernel),
+                ]
+            })
+            .collect();
+        let mut widths = [0usize; 7];
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        for (row, oslet) in rows.iter().zip(&self.oslets) {
+            let mut line = String::from(" ");
+            for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                line.push_str(if i == 0 { " " } else { "  " });
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&format!("{cell:<w$}"));
+                }
+            }
+            writeln!(f, "{line}")?;
+            let indent = " ".repeat(widths[0] + 4);
+            if let Some(initrd) = &oslet.initrd {
+                writeln!(f, "{indent}initrd {}", initrd.display())?;
+            }
+            if let Some(cmdline) = &oslet.cmdline {
+                writeln!(f, "{indent}cmdline {cmdline:?}")?;
+            }
+        }
+        write!(f, "  logs in {}", self.log_dir.display())
+    }
+}
+
+fn hugepage_name(size: u64) -> &'static str {
+    if size == GIB {
+        "1G"
+    } else {
+        "2M"
+    }
+}
