@@ -98,3 +98,167 @@ fn each_oslet_writes_its_console_to_its_own_log_file() {
     );
     assert!(!lines_of(&out, "a").is_empty());
 }
+
+#[test]
+fn a_triple_faulting_oslet_is_reported_and_its_neighbour_never_notices() {
+    if !kvm_or_skip("a_triple_faulting_oslet_is_reported_and_its_neighbour_never_notices") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "crash.toml",
+        "[host]\noversubscribe = true\n\
+         [[oslet]]\nname = \"bad\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"triple-fault\"\n\
+         [[oslet]]\nname = \"good\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\n",
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "a crashed OSlet makes `oslet up` fail:\n{out}{err}"
+    );
+    assert!(
+        err.contains("bad: crashed: triple fault on vCPU 0"),
+        "{err}"
+    );
+    assert!(err.contains("good: powered off (status 0)"), "{err}");
+    assert!(
+        lines_of(&out, "good").contains(&"oslet-testkernel: ready, 2/2 cpus online"),
+        "{out}"
+    );
+}
+
+#[test]
+fn guest_failure_status_is_reported_and_fails_oslet_up() {
+    if !kvm_or_skip("guest_failure_status_is_reported_and_fails_oslet_up") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "panic.toml",
+        "[[oslet]]\nname = \"p\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"panic\"\n",
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        lines_of(&out, "p")
+            .iter()
+            .any(|l| l.starts_with("oslet-testkernel: panic: ")),
+        "{out}"
+    );
+    assert!(err.contains("p: powered off (status 3)"), "{err}");
+}
+
+#[test]
+fn sigint_stops_every_oslet_cleanly() {
+    if !kvm_or_skip("sigint_stops_every_oslet_cleanly") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "hold.toml",
+        "[host]\noversubscribe = true\n\
+         [[oslet]]\nname = \"a\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+         [[oslet]]\nname = \"b\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    );
+    let mut child = common::oslet()
+        .args(["up", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut ready = 0;
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.contains("halting without power-off") {
+            ready += 1;
+        }
+        seen.push(line);
+        if ready == 2 {
+            break;
+        }
+    }
+    assert_eq!(ready, 2, "{}", seen.join("\n"));
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("a: stopped (signal 15)") && err.contains("b: stopped (signal 15)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on() {
+    if !kvm_or_skip("a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "kill.toml",
+        "[host]\noversubscribe = true\n\
+         [[oslet]]\nname = \"victim\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+         [[oslet]]\nname = \"other\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    );
+    let mut child = common::oslet()
+        .args(["up", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut halted = 0;
+    let mut line = String::new();
+    while halted < 2 {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        halted += usize::from(line.contains("halting without power-off"));
+    }
+    assert_eq!(halted, 2);
+    // Find the victim's VMM process and SIGKILL it.
+    let pids = String::from_utf8(
+        std::process::Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("__vmm --config {} --name victim", cfg.display()),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let pid: i32 = pids
+        .split_whitespace()
+        .next()
+        .expect("victim's VMM pid")
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the victim VMM process found above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The other OSlet is still running: `oslet up` has not returned.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "oslet up ended when one VMM died"
+    );
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("victim: VMM process died: killed by signal 9"),
+        "{err}"
+    );
+    assert!(err.contains("other: stopped (signal 15)"), "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+}

@@ -215,7 +215,11 @@ impl<'a> Endpoint<'a> {
         // Announce the new epoch (DOWN) before touching the indices: a peer that reads
         // a reset index (through a release/acquire pair) then sees the new epoch and
         // takes it for a restart, not for a violation.
-        o.store(off::STATE, encode_state(state::DOWN, self.epoch), Ordering::Release)?;
+        o.store(
+            off::STATE,
+            encode_state(state::DOWN, self.epoch),
+            Ordering::Release,
+        )?;
         o.store(off::MAGIC0, layout::MAGIC[0], Ordering::Relaxed)?;
         o.store(off::MAGIC1, layout::MAGIC[1], Ordering::Relaxed)?;
         o.store(off::VERSION, layout::VERSION, Ordering::Relaxed)?;
@@ -235,7 +239,11 @@ impl<'a> Endpoint<'a> {
             _ => 0,
         };
         o.store(off::PEER_ACK, self.ack, Ordering::Relaxed)?;
-        o.store(off::STATE, encode_state(state::UP, self.epoch), Ordering::Release)?;
+        o.store(
+            off::STATE,
+            encode_state(state::UP, self.epoch),
+            Ordering::Release,
+        )?;
         Ok(())
     }
 
@@ -308,7 +316,9 @@ impl<'a> Endpoint<'a> {
         }
         let (st, epoch) = decode_state(self.peer.load_acquire(off::STATE)?);
         if epoch != self.ack {
-            if st == state::UP && matches!(self.peer_view()?, PeerState::Up { epoch: e } if e == epoch) {
+            if st == state::UP
+                && matches!(self.peer_view()?, PeerState::Up { epoch: e } if e == epoch)
+            {
                 self.reset_for(epoch)?;
             } else {
                 return Ok(Link::NotConnected);
@@ -362,9 +372,11 @@ impl<'a> Endpoint<'a> {
         if self.violation.is_none() {
             self.violation = Some(v);
             // Nothing more can be done if even this store fails.
-            let _ = self
-                .own
-                .store(off::STATE, encode_state(state::BROKEN, self.epoch), Ordering::Release);
+            let _ = self.own.store(
+                off::STATE,
+                encode_state(state::BROKEN, self.epoch),
+                Ordering::Release,
+            );
         }
     }
 
@@ -410,7 +422,10 @@ impl<'a> Endpoint<'a> {
         // Pairs with the fence in `enable_notify`: either the consumer sees our new
         // producer index when it re-checks, or we see its request here.
         fence(Ordering::SeqCst);
-        let (Ok(armed), Ok(at)) = (self.peer.load(off::NOTIFY_ARMED), self.peer.load(off::NOTIFY_AT)) else {
+        let (Ok(armed), Ok(at)) = (
+            self.peer.load(off::NOTIFY_ARMED),
+            self.peer.load(off::NOTIFY_AT),
+        ) else {
             return false;
         };
         let old = self.tx_notified;
@@ -428,7 +443,8 @@ impl<'a> Endpoint<'a> {
         if let Some(v) = self.violation {
             return Err(v);
         }
-        self.own.store(off::NOTIFY_AT, self.rx_cons, Ordering::Relaxed)?;
+        self.own
+            .store(off::NOTIFY_AT, self.rx_cons, Ordering::Relaxed)?;
         self.own.store(off::NOTIFY_ARMED, 1, Ordering::Relaxed)?;
         fence(Ordering::SeqCst);
         match self.sync()? {
@@ -457,9 +473,11 @@ impl Drop for Endpoint<'_> {
     fn drop(&mut self) {
         if self.violation.is_none() {
             // Nothing more can be done if the store fails.
-            let _ = self
-                .own
-                .store(off::STATE, encode_state(state::DOWN, self.epoch), Ordering::Release);
+            let _ = self.own.store(
+                off::STATE,
+                encode_state(state::DOWN, self.epoch),
+                Ordering::Release,
+            );
         }
     }
 }

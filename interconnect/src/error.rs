@@ -2,9 +2,6 @@
 
 use core::fmt;
 
-use crate::layout::ConfigError;
-use crate::region::RegionError;
-
 /// What the peer (or, for [`Violation::OutOfBounds`], this crate) did wrong. Once
 /// an endpoint has seen one it is broken for good: every call returns it and its
 /// state word says BROKEN until the owner attaches again.
@@ -122,7 +119,10 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AttachError::WindowTooSmall { needed, got } => {
-                write!(f, "window of {got} bytes is smaller than the {needed} the link needs")
+                write!(
+                    f,
+                    "window of {got} bytes is smaller than the {needed} the link needs"
+                )
             }
             AttachError::OutOfBounds => f.write_str("internal error: access outside the window"),
         }
@@ -132,6 +132,8 @@ impl fmt::Display for AttachError {
 #[cfg(feature = "std")]
 mod std_impls {
     use super::*;
+    use crate::layout::ConfigError;
+    use crate::region::RegionError;
 
     impl std::error::Error for Violation {}
     impl std::error::Error for AttachError {}

@@ -55,8 +55,12 @@ impl HostWindow {
             guard,
             config,
         };
-        for i in (0..guard).chain(guard + config.window_bytes()..size).step_by(8) {
-            w.word64(i).store(u64::from_ne_bytes([GUARD_BYTE; 8]), Ordering::Relaxed);
+        for i in (0..guard)
+            .chain(guard + config.window_bytes()..size)
+            .step_by(8)
+        {
+            w.word64(i)
+                .store(u64::from_ne_bytes([GUARD_BYTE; 8]), Ordering::Relaxed);
         }
         w
     }
@@ -71,7 +75,12 @@ impl HostWindow {
         // SAFETY: the window lies inside our live allocation, 4096-aligned, a multiple
         // of 8 long; it is only accessed atomically (Region docs), and the borrow of
         // `self` keeps it alive as long as the Region.
-        let r = unsafe { Region::new(self.base.as_ptr().add(self.guard), self.config.window_bytes()) };
+        let r = unsafe {
+            Region::new(
+                self.base.as_ptr().add(self.guard),
+                self.config.window_bytes(),
+            )
+        };
         match r {
             Ok(r) => r,
             Err(_) => unreachable!("a page-aligned allocation is a valid region"),
@@ -138,7 +147,8 @@ impl HostWindow {
     /// area), for hostile-peer tests.
     pub fn store_u32(&self, offset: usize, v: u32) {
         if offset % 4 == 0 && offset + 4 <= self.config.window_bytes() && !self.is_ring(offset) {
-            self.word32(self.guard + offset).store(v.to_le(), Ordering::Release);
+            self.word32(self.guard + offset)
+                .store(v.to_le(), Ordering::Release);
         } else {
             self.write_bytes(offset, &v.to_le_bytes());
         }
@@ -148,7 +158,8 @@ impl HostWindow {
     /// for hostile-peer tests.
     pub fn store_u64(&self, offset: usize, v: u64) {
         if offset % 8 == 0 && offset + 8 <= self.config.window_bytes() && self.is_ring(offset) {
-            self.word64(self.guard + offset).store(v.to_le(), Ordering::Release);
+            self.word64(self.guard + offset)
+                .store(v.to_le(), Ordering::Release);
         } else {
             self.write_bytes(offset, &v.to_le_bytes());
         }
@@ -157,16 +168,22 @@ impl HostWindow {
     /// Copies window bytes at `offset` (clipped to the window) into `out`.
     pub fn read_bytes(&self, offset: usize, out: &mut [u8]) {
         let len = self.config.window_bytes();
-        for (i, slot) in out.iter_mut().enumerate() {
+        let mut i = 0;
+        while i < out.len() {
             let Some(o) = offset.checked_add(i).filter(|&o| o < len) else {
                 break;
             };
             let a = self.guard + o;
-            *slot = if !self.is_ring(o) {
-                self.word32(a & !3).load(Ordering::Acquire).to_ne_bytes()[a % 4]
+            let (size, word) = if self.is_ring(o) {
+                (8, self.word64(a & !7).load(Ordering::Acquire).to_ne_bytes())
             } else {
-                self.word64(a & !7).load(Ordering::Acquire).to_ne_bytes()[a % 8]
+                let w = self.word32(a & !3).load(Ordering::Acquire).to_ne_bytes();
+                (4, [w[0], w[1], w[2], w[3], 0, 0, 0, 0])
             };
+            let skip = a % size;
+            let take = (size - skip).min(out.len() - i);
+            out[i..i + take].copy_from_slice(&word[skip..skip + take]);
+            i += take;
         }
     }
 }

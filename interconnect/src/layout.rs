@@ -239,7 +239,13 @@ mod tests {
 
     #[test]
     fn control_words_sit_on_separate_cache_lines() {
-        let lines = [off::MAGIC0, off::STATE, off::TX_PROD, off::RX_CONS, off::NOTIFY_ARMED];
+        let lines = [
+            off::MAGIC0,
+            off::STATE,
+            off::TX_PROD,
+            off::RX_CONS,
+            off::NOTIFY_ARMED,
+        ];
         for (i, a) in lines.iter().enumerate() {
             for b in &lines[i + 1..] {
                 assert_ne!(a / CACHE_LINE, b / CACHE_LINE);
@@ -251,7 +257,10 @@ mod tests {
     fn config_refuses_odd_and_out_of_range_rings() {
         assert_eq!(LinkConfig::new(5000), Err(ConfigError::NotPowerOfTwo(5000)));
         assert_eq!(LinkConfig::new(2048), Err(ConfigError::OutOfRange(2048)));
-        assert_eq!(LinkConfig::new(1 << 31), Err(ConfigError::OutOfRange(1 << 31)));
+        assert_eq!(
+            LinkConfig::new(1 << 31),
+            Err(ConfigError::OutOfRange(1 << 31))
+        );
         let c = LinkConfig::new(65536).unwrap();
         assert_eq!(c.section_bytes(), 4096 + 65536);
         assert_eq!(c.window_bytes(), 2 * (4096 + 65536));
@@ -268,7 +277,10 @@ mod tests {
 
     #[test]
     fn state_word_round_trips_and_epochs_skip_zero_and_avoided() {
-        assert_eq!(decode_state(encode_state(state::UP, 0x12_3456)), (state::UP, 0x12_3456));
+        assert_eq!(
+            decode_state(encode_state(state::UP, 0x12_3456)),
+            (state::UP, 0x12_3456)
+        );
         assert_eq!(next_epoch(EPOCH_MASK, 0), 1);
         assert_eq!(next_epoch(4, 5), 6);
         assert_eq!(next_epoch(EPOCH_MASK, 1), 2);

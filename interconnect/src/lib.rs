@@ -57,7 +57,15 @@
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)
+)]
+
+#[cfg(not(target_has_atomic = "64"))]
+compile_error!(
+    "oslet-interconnect needs 64-bit atomics: ring data is accessed as aligned u64 words"
+);
 
 mod endpoint;
 mod error;

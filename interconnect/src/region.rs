@@ -157,6 +157,24 @@ impl<'a> Region<'a> {
         Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 
+    /// The `n` 64-bit words starting at `offset` (8-aligned), as atomics.
+    #[inline(always)]
+    fn words(&self, offset: usize, n: usize) -> Result<&[AtomicU64], OutOfBounds> {
+        let bytes = n.checked_mul(8).ok_or(OutOfBounds)?;
+        self.check_range(offset, bytes)?;
+        if offset % 8 != 0 {
+            return Err(OutOfBounds);
+        }
+        // SAFETY: the n words lie inside the region (checked just above) and are
+        // 8-aligned (`new` checked the base, we checked the offset). A slice of
+        // atomics is a shared reference to interior-mutable cells, exactly what
+        // `u64_at` hands out one word at a time; the same access-size and read-only
+        // rules apply (relaxed loads only, except on our own section).
+        Ok(unsafe {
+            core::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast::<AtomicU64>(), n)
+        })
+    }
+
     /// A relaxed load of the little-endian u32 at `offset`.
     #[inline]
     pub fn load_u32(&self, offset: usize) -> Result<u32, OutOfBounds> {
@@ -171,14 +189,24 @@ impl<'a> Region<'a> {
 
     /// Stores a little-endian u32 at `offset` (own section only).
     #[inline]
-    pub(crate) fn store_u32(&self, offset: usize, v: u32, order: Ordering) -> Result<(), OutOfBounds> {
+    pub(crate) fn store_u32(
+        &self,
+        offset: usize,
+        v: u32,
+        order: Ordering,
+    ) -> Result<(), OutOfBounds> {
         self.u32_at(offset)?.store(v.to_le(), order);
         Ok(())
     }
 
     /// Stores a little-endian u64 at `offset` (own section only).
     #[inline]
-    pub(crate) fn store_u64(&self, offset: usize, v: u64, order: Ordering) -> Result<(), OutOfBounds> {
+    pub(crate) fn store_u64(
+        &self,
+        offset: usize,
+        v: u64,
+        order: Ordering,
+    ) -> Result<(), OutOfBounds> {
         self.u64_at(offset)?.store(v.to_le(), order);
         Ok(())
     }
@@ -206,10 +234,11 @@ impl<'a> Region<'a> {
             word_off += 8;
         }
         let mut chunks = dst.chunks_exact_mut(8);
-        for c in &mut chunks {
-            c.copy_from_slice(&self.u64_at(word_off)?.load(Ordering::Relaxed).to_ne_bytes());
-            word_off += 8;
+        let n = chunks.len();
+        for (c, w) in (&mut chunks).zip(self.words(word_off, n)?) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
         }
+        word_off += 8 * n;
         let tail = chunks.into_remainder();
         if !tail.is_empty() {
             let w = self.u64_at(word_off)?.load(Ordering::Relaxed).to_ne_bytes();
@@ -227,18 +256,21 @@ impl<'a> Region<'a> {
         }
         self.check_range(offset, src.len().next_multiple_of(8))?;
         let mut chunks = src.chunks_exact(8);
-        let mut word_off = offset;
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.u64_at(word_off)?.store(u64::from_ne_bytes(w), Ordering::Relaxed);
-            word_off += 8;
+        let n = chunks.len();
+        for (c, w) in (&mut chunks).zip(self.words(offset, n)?) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(c);
+            w.store(u64::from_ne_bytes(v), Ordering::Relaxed);
         }
+        let word_off = offset + 8 * n;
         let rest = chunks.remainder();
         if !rest.is_empty() {
             let mut w = [0u8; 8];
-            w.get_mut(..rest.len()).ok_or(OutOfBounds)?.copy_from_slice(rest);
-            self.u64_at(word_off)?.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+            w.get_mut(..rest.len())
+                .ok_or(OutOfBounds)?
+                .copy_from_slice(rest);
+            self.u64_at(word_off)?
+                .store(u64::from_ne_bytes(w), Ordering::Relaxed);
         }
         Ok(())
     }
@@ -253,24 +285,38 @@ impl<'a> Region<'a> {
         let first = offset & !7;
         let end = offset.checked_add(src.len()).ok_or(OutOfBounds)?;
         self.check_range(first, end.next_multiple_of(8) - first)?;
-        let mut word_off = first;
-        let mut skip = offset - first;
         let mut src = src;
-        while !src.is_empty() {
+        let mut word_off = first;
+        let skip = offset - first;
+        if skip != 0 {
             let take = (8 - skip).min(src.len());
-            let (part, rest) = src.split_at_checked(take).ok_or(OutOfBounds)?;
-            let cell = self.u64_at(word_off)?;
-            let mut w = if take == 8 {
-                [0u8; 8]
-            } else {
-                cell.load(Ordering::Relaxed).to_ne_bytes()
-            };
-            w.get_mut(skip..skip + take).ok_or(OutOfBounds)?.copy_from_slice(part);
-            cell.store(u64::from_ne_bytes(w), Ordering::Relaxed);
+            let (head, rest) = src.split_at_checked(take).ok_or(OutOfBounds)?;
+            self.merge_word(word_off, skip, head)?;
             src = rest;
-            skip = 0;
             word_off += 8;
         }
+        let mut chunks = src.chunks_exact(8);
+        let n = chunks.len();
+        for (c, w) in (&mut chunks).zip(self.words(word_off, n)?) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(c);
+            w.store(u64::from_ne_bytes(v), Ordering::Relaxed);
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            self.merge_word(word_off + 8 * n, 0, tail)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces `part.len()` bytes at byte `skip` of the word at `word_off`.
+    fn merge_word(&self, word_off: usize, skip: usize, part: &[u8]) -> Result<(), OutOfBounds> {
+        let cell = self.u64_at(word_off)?;
+        let mut w = cell.load(Ordering::Relaxed).to_ne_bytes();
+        w.get_mut(skip..skip + part.len())
+            .ok_or(OutOfBounds)?
+            .copy_from_slice(part);
+        cell.store(u64::from_ne_bytes(w), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -291,10 +337,22 @@ mod tests {
     fn region_refuses_null_misaligned_and_odd_lengths() {
         // SAFETY: every call below fails its checks before anything is accessed.
         unsafe {
-            assert_eq!(Region::new(core::ptr::null_mut(), 8).unwrap_err(), RegionError::Null);
-            assert_eq!(Region::new(4 as *mut u8, 8).unwrap_err(), RegionError::Misaligned);
-            assert_eq!(Region::new(8 as *mut u8, 7).unwrap_err(), RegionError::BadLength);
-            assert_eq!(Region::new((usize::MAX & !7) as *mut u8, 16).unwrap_err(), RegionError::BadLength);
+            assert_eq!(
+                Region::new(core::ptr::null_mut(), 8).unwrap_err(),
+                RegionError::Null
+            );
+            assert_eq!(
+                Region::new(4 as *mut u8, 8).unwrap_err(),
+                RegionError::Misaligned
+            );
+            assert_eq!(
+                Region::new(8 as *mut u8, 7).unwrap_err(),
+                RegionError::BadLength
+            );
+            assert_eq!(
+                Region::new((usize::MAX & !7) as *mut u8, 16).unwrap_err(),
+                RegionError::BadLength
+            );
         }
     }
 

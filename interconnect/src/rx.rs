@@ -123,7 +123,8 @@ impl<'a> Endpoint<'a> {
     /// Publishes our consumer index (release: our reads of the consumed records
     /// happen before the producer may overwrite them).
     fn rx_publish(&mut self) -> Result<(), Violation> {
-        self.own.store(off::RX_CONS, self.rx_cons, Ordering::Release)
+        self.own
+            .store(off::RX_CONS, self.rx_cons, Ordering::Release)
     }
 
     fn rx_internal<T>(&mut self, r: Result<T, Violation>) -> Result<T, RecvError> {
@@ -139,7 +140,11 @@ impl<'a> Endpoint<'a> {
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RecvError> {
         let peer_up = self.recv_ready()?;
         let Some(n) = self.rx_peek_next()? else {
-            return if peer_up { Ok(None) } else { Err(RecvError::PeerDown) };
+            return if peer_up {
+                Ok(None)
+            } else {
+                Err(RecvError::PeerDown)
+            };
         };
         let len = n.len as usize;
         let Some(dst) = buf.get_mut(..len) else {

@@ -8,9 +8,14 @@ fn cfg(ring: u32) -> LinkConfig {
     LinkConfig::new(ring).unwrap()
 }
 
+/// Two attached endpoints, connected: the first to attach acknowledges the second
+/// on its next call.
 fn pair(w: &HostWindow) -> (Endpoint<'_>, Endpoint<'_>) {
-    let a = Endpoint::attach(w.region(), Side::A, w.config()).unwrap();
-    let b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    let mut a = Endpoint::attach(w.region(), Side::A, w.config()).unwrap();
+    let mut b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert!(!b.poll().unwrap().connected);
+    assert!(a.poll().unwrap().connected);
+    assert!(b.poll().unwrap().connected);
     (a, b)
 }
 
@@ -73,7 +78,10 @@ fn records_pad_at_the_ring_end_and_stay_in_order_over_many_wraps() {
                     let got = recv_vec(&mut b).unwrap().unwrap();
                     let l = (next_recv as usize * 37) % 900;
                     assert_eq!(got.len(), l);
-                    assert!(got.iter().enumerate().all(|(j, &x)| x == (next_recv as usize + j) as u8));
+                    assert!(got
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &x)| x == (next_recv as usize + j) as u8));
                     next_recv += 1;
                 }
                 Err(e) => panic!("{e}"),
@@ -108,7 +116,10 @@ fn too_small_buffer_leaves_the_message_queued() {
     let (mut a, mut b) = pair(&w);
     a.send(&[5; 100]).unwrap();
     let mut small = [0u8; 10];
-    assert_eq!(b.recv(&mut small), Err(RecvError::BufferTooSmall { needed: 100 }));
+    assert_eq!(
+        b.recv(&mut small),
+        Err(RecvError::BufferTooSmall { needed: 100 })
+    );
     assert_eq!(recv_vec(&mut b).unwrap().unwrap(), vec![5; 100]);
 }
 
@@ -158,23 +169,33 @@ fn peer_restart_discards_in_flight_messages_and_reconnects() {
 }
 
 #[test]
-fn a_reset_index_seen_during_a_peer_restart_is_not_a_violation() {
-    let w = HostWindow::new(cfg(4096));
-    let (mut a, mut b) = pair(&w);
-    b.send(&[1; 200]).unwrap();
-    b.send(&[2; 200]).unwrap();
-    assert!(a.poll().unwrap().readable); // A caches B's producer index
-    assert_eq!(recv_vec(&mut a).unwrap().unwrap(), vec![1; 200]);
-    // B restarts by hand, half-way: new epoch announced DOWN, indices reset.
-    std::mem::forget(b);
-    w.store_u32(at(&w, Side::B, off::STATE), encode_state(state::DOWN, 77));
-    w.store_u32(at(&w, Side::B, off::TX_PROD), 0);
-    w.store_u32(at(&w, Side::B, off::RX_CONS), 0);
-    // A's cached record is still valid and is delivered; then the index went
-    // backwards, but since the epoch changed that is a restart, not a violation.
-    assert_eq!(recv_vec(&mut a).unwrap().unwrap(), vec![2; 200]);
-    assert_eq!(recv_vec(&mut a), Err(RecvError::PeerDown));
-    assert_eq!(a.violation(), None);
+fn a_reset_index_read_with_a_new_peer_epoch_is_a_restart_not_a_violation() {
+    for restart in [true, false] {
+        let w = HostWindow::new(cfg(4096));
+        let (mut a, mut b) = pair(&w);
+        b.send(&[1; 200]).unwrap();
+        b.send(&[2; 200]).unwrap();
+        assert_eq!(recv_vec(&mut a).unwrap().unwrap(), vec![1; 200]);
+        assert_eq!(recv_vec(&mut a).unwrap().unwrap(), vec![2; 200]);
+        std::mem::forget(b);
+        // B re-attaching, half-way: new epoch announced (DOWN), then indices reset.
+        // A read its state word before that and now reads the reset index.
+        if restart {
+            w.store_u32(at(&w, Side::B, off::STATE), encode_state(state::DOWN, 77));
+        }
+        w.store_u32(at(&w, Side::B, off::TX_PROD), 0);
+        let r = a.rx_peek_next();
+        if restart {
+            assert!(matches!(r, Err(crate::endpoint::Fault::Reset)));
+            assert_eq!(a.violation(), None);
+            assert_eq!(recv_vec(&mut a), Err(RecvError::PeerDown));
+        } else {
+            assert!(matches!(
+                r,
+                Err(crate::endpoint::Fault::Broken(Violation::ProducerIndex))
+            ));
+        }
+    }
 }
 
 #[test]
@@ -211,7 +232,8 @@ fn reservation_is_filled_in_place_published_on_commit_and_abandoned_on_drop() {
         r.commit().unwrap();
     }
     assert_eq!(recv_vec(&mut b).unwrap().unwrap(), b"hello world");
-    drop(a.reserve(100).unwrap());
+    let abandoned = a.reserve(100).unwrap();
+    assert_eq!(abandoned.len(), 100); // dropped here without commit
     assert_eq!(recv_vec(&mut b).unwrap(), None);
     let mut r = a.reserve(100).unwrap();
     r.write_at(0, b"short").unwrap();
@@ -302,10 +324,14 @@ fn attach_refuses_a_small_window_and_reattach_takes_a_new_epoch() {
         Endpoint::attach(r, Side::A, w.config()),
         Err(AttachError::WindowTooSmall { .. })
     ));
-    let e1 = Endpoint::attach(w.region(), Side::A, w.config()).unwrap().epoch();
+    let e1 = Endpoint::attach(w.region(), Side::A, w.config())
+        .unwrap()
+        .epoch();
     // The peer still acknowledges e1 + 1 for us: the next epoch skips it.
     w.store_u32(at(&w, Side::B, off::PEER_ACK), e1 + 1);
-    let e2 = Endpoint::attach(w.region(), Side::A, w.config()).unwrap().epoch();
+    let e2 = Endpoint::attach(w.region(), Side::A, w.config())
+        .unwrap()
+        .epoch();
     assert_eq!(e2, e1 + 2);
 }
 
@@ -372,11 +398,23 @@ fn producer_index_moving_backwards_or_unaligned_breaks_the_receiver() {
 #[test]
 fn record_headers_that_lie_break_the_receiver() {
     let cases: [(u64, u32, Violation); 5] = [
-        (record::header(record::KIND_MSG, 2000), 4096, Violation::RecordTooLong),
-        (record::header(record::KIND_MSG, 100), 64, Violation::RecordBeyondProducer),
+        (
+            record::header(record::KIND_MSG, 2000),
+            4096,
+            Violation::RecordTooLong,
+        ),
+        (
+            record::header(record::KIND_MSG, 100),
+            64,
+            Violation::RecordBeyondProducer,
+        ),
         (record::header(0xdead, 8), 64, Violation::RecordKind),
         (0, 64, Violation::RecordKind),
-        (record::header(record::KIND_PAD, 100), 4096, Violation::Padding),
+        (
+            record::header(record::KIND_PAD, 100),
+            4096,
+            Violation::Padding,
+        ),
     ];
     for (header, prod, v) in cases {
         let w = HostWindow::new(cfg(4096));
@@ -391,16 +429,23 @@ fn record_headers_that_lie_break_the_receiver() {
 fn a_record_running_past_the_ring_end_breaks_the_receiver() {
     let w = HostWindow::new(cfg(4096));
     let mut a = hostile_b(&w, 0);
-    // Claim 4088 bytes were produced, with a 1000-byte message at offset 4000.
+    // 500 empty messages fill the ring up to offset 4000 ...
     for o in (0..4000).step_by(8) {
-        // Fill the ring with 0-length messages up to 4000.
-        w.store_u64(at(&w, Side::B, off::RING + o), record::header(record::KIND_MSG, 0));
+        w.store_u64(
+            at(&w, Side::B, off::RING + o),
+            record::header(record::KIND_MSG, 0),
+        );
     }
-    w.store_u64(at(&w, Side::B, off::RING + 4000), record::header(record::KIND_MSG, 1000));
-    w.store_u32(at(&w, Side::B, off::TX_PROD), 4096);
+    w.store_u32(at(&w, Side::B, off::TX_PROD), 4000);
     for _ in 0..500 {
         assert_eq!(recv_vec(&mut a).unwrap().unwrap(), b"");
     }
+    // ... then a 1000-byte one at 4000 that would need to wrap.
+    w.store_u64(
+        at(&w, Side::B, off::RING + 4000),
+        record::header(record::KIND_MSG, 1000),
+    );
+    w.store_u32(at(&w, Side::B, off::TX_PROD), 5008);
     assert_broken_recv(&mut a, Violation::RecordWraps);
 }
 
@@ -408,7 +453,10 @@ fn a_record_running_past_the_ring_end_breaks_the_receiver() {
 fn padding_at_the_ring_start_breaks_the_receiver() {
     let w = HostWindow::new(cfg(4096));
     let mut a = hostile_b(&w, 0);
-    w.store_u64(at(&w, Side::B, off::RING), record::header(record::KIND_PAD, 4088));
+    w.store_u64(
+        at(&w, Side::B, off::RING),
+        record::header(record::KIND_PAD, 4088),
+    );
     w.store_u32(at(&w, Side::B, off::TX_PROD), 4096);
     assert_broken_recv(&mut a, Violation::Padding);
 }
@@ -417,12 +465,15 @@ fn padding_at_the_ring_start_breaks_the_receiver() {
 fn consumer_index_past_what_we_produced_breaks_the_sender() {
     let w = HostWindow::new(cfg(4096));
     let mut a = hostile_b(&w, 0);
-    for _ in 0..3 {
+    for _ in 0..4 {
         a.send(&[0; 1000]).unwrap();
     }
     // B claims to have consumed more than A ever produced.
     w.store_u32(at(&w, Side::B, off::RX_CONS), 8000);
-    assert_eq!(a.send(&[0; 1000]), Err(SendError::Broken(Violation::ConsumerIndex)));
+    assert_eq!(
+        a.send(&[0; 1000]),
+        Err(SendError::Broken(Violation::ConsumerIndex))
+    );
 }
 
 #[test]
@@ -433,7 +484,10 @@ fn broken_is_sticky_and_announced_in_our_state_word() {
     assert_broken_recv(&mut a, Violation::ProducerIndex);
     // Even a perfectly sane peer cannot unbreak us: only a new attach does.
     w.store_u32(at(&w, Side::B, off::TX_PROD), 0);
-    assert_eq!(a.send(b"x"), Err(SendError::Broken(Violation::ProducerIndex)));
+    assert_eq!(
+        a.send(b"x"),
+        Err(SendError::Broken(Violation::ProducerIndex))
+    );
     assert_eq!(a.poll(), Err(Violation::ProducerIndex));
     assert_eq!(a.enable_notify(), Err(Violation::ProducerIndex));
     assert!(!a.needs_notify());
@@ -461,7 +515,10 @@ fn a_peer_with_another_geometry_or_garbage_state_is_never_connected() {
         std::mem::forget(b);
         w.store_u32(at(&w, Side::B, word), value);
         a = Endpoint::attach(w.region(), Side::A, w.config()).unwrap();
-        assert!(matches!(a.peer_state(), PeerState::Incompatible | PeerState::Absent));
+        assert!(matches!(
+            a.peer_state(),
+            PeerState::Incompatible | PeerState::Absent
+        ));
         assert_eq!(a.send(b"x"), Err(SendError::PeerDown));
         assert_eq!(a.violation(), None);
     }

@@ -86,21 +86,24 @@ impl<'a> Endpoint<'a> {
         let ring = self.config.ring_bytes();
         if slot.pad != 0 {
             let pos = ring - slot.pad;
-            self.own
-                .store_u64(off::RING + pos as usize, record::header(record::KIND_PAD, slot.pad - 8))?;
+            self.own.store_u64(
+                off::RING + pos as usize,
+                record::header(record::KIND_PAD, slot.pad - 8),
+            )?;
         }
-        self.own
-            .store_u64(off::RING + slot.at as usize, record::header(record::KIND_MSG, slot.len))?;
-        self.tx_prod = self
-            .tx_prod
-            .wrapping_add(slot.pad + record::size(slot.len));
+        self.own.store_u64(
+            off::RING + slot.at as usize,
+            record::header(record::KIND_MSG, slot.len),
+        )?;
+        self.tx_prod = self.tx_prod.wrapping_add(slot.pad + record::size(slot.len));
         Ok(())
     }
 
     /// Publishes everything sealed so far (release: the peer that sees the new index
     /// sees the records).
     fn tx_publish(&mut self) -> Result<(), Violation> {
-        self.own.store(off::TX_PROD, self.tx_prod, Ordering::Release)
+        self.own
+            .store(off::TX_PROD, self.tx_prod, Ordering::Release)
     }
 
     fn tx_put(&mut self, msg: &[u8]) -> Result<(), SendError> {

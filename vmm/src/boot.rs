@@ -14,8 +14,9 @@ use linux_loader::loader::elf::start_info::{
 };
 use linux_loader::loader::elf::{Elf, PvhBootCapability};
 use linux_loader::loader::{KernelLoader, KernelLoaderResult};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, ReadVolatile};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, ReadVolatile};
 
+use crate::arch::acpi::{self, ACPI_START};
 use crate::arch::layout::{
     e820_map, ram_ranges, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, PVH_INFO_START,
     ZERO_PAGE_START,
@@ -61,6 +62,9 @@ pub enum BootError {
     /// The MP table could not be built.
     #[error("cannot build the MP table")]
     MpTable(#[from] mptable::MpTableError),
+    /// The ACPI tables could not be built.
+    #[error("cannot build the ACPI tables")]
+    Acpi(#[from] acpi::AcpiError),
     /// The bzImage asks for a newer boot protocol than it provides headers for.
     #[error("bzImage has no setup header")]
     NoSetupHeader,
@@ -183,6 +187,12 @@ pub fn load(mem: &GuestMemoryMmap, req: &BootRequest<'_>) -> Result<BootInfo, Bo
     let table = mptable::build(req.vcpus, MPTABLE_START)?;
     mem.write_slice(&table, GuestAddress(MPTABLE_START))
         .map_err(|_| BootError::GuestWrite("MP table"))?;
+    // Both descriptions of the CPUs: the MP table for kernels without ACPI, ACPI (MADT)
+    // for kernels built without CONFIG_X86_MPPARSE, such as Debian's cloud kernel.
+    let tables = acpi::build(req.vcpus, ACPI_START)?;
+    mem.write_slice(&tables.bytes, GuestAddress(ACPI_START))
+        .map_err(|_| BootError::GuestWrite("ACPI tables"))?;
+    let rsdp = tables.rsdp_addr;
 
     let kernel_end = result.kernel_end;
     let ram_top = low_ram_end(req.mem_size);
@@ -192,7 +202,7 @@ pub fn load(mem: &GuestMemoryMmap, req: &BootRequest<'_>) -> Result<BootInfo, Bo
                 Some(p) => Some(load_initrd(mem, p, kernel_end, ram_top)?),
                 None => None,
             };
-            let start_info = write_pvh_info(mem, req.mem_size, initrd)?;
+            let start_info = write_pvh_info(mem, req.mem_size, initrd, rsdp)?;
             Ok(BootInfo {
                 entry: EntryMode::Pvh {
                     entry: entry.0,
@@ -206,7 +216,7 @@ pub fn load(mem: &GuestMemoryMmap, req: &BootRequest<'_>) -> Result<BootInfo, Bo
                 Some(p) => Some(load_initrd(mem, p, kernel_end, ram_top)?),
                 None => None,
             };
-            write_zero_page(mem, req, None, initrd)?;
+            write_zero_page(mem, req, None, initrd, rsdp)?;
             Ok(BootInfo {
                 entry: EntryMode::Linux64 {
                     entry: result.kernel_load.0,
@@ -225,7 +235,7 @@ pub fn load(mem: &GuestMemoryMmap, req: &BootRequest<'_>) -> Result<BootInfo, Bo
                 Some(p) => Some(load_initrd(mem, p, kernel_end, limit)?),
                 None => None,
             };
-            write_zero_page(mem, req, Some(hdr), initrd)?;
+            write_zero_page(mem, req, Some(hdr), initrd, rsdp)?;
             Ok(BootInfo {
                 // The 64-bit entry point sits 0x200 bytes into the protected-mode kernel.
                 entry: EntryMode::Linux64 {
@@ -244,6 +254,7 @@ fn write_pvh_info(
     mem: &GuestMemoryMmap,
     mem_size: u64,
     initrd: Option<(u64, u64)>,
+    rsdp: u64,
 ) -> Result<u64, BootError> {
     let map = e820_map(mem_size);
     let info_size = std::mem::size_of::<hvm_start_info>() as u64;
@@ -267,6 +278,7 @@ fn write_pvh_info(
         cmdline_paddr: CMDLINE_START,
         memmap_paddr: memmap_addr,
         memmap_entries: map.len() as u32,
+        rsdp_paddr: rsdp,
         ..Default::default()
     };
     if let Some((paddr, size)) = initrd {
@@ -296,8 +308,12 @@ fn write_zero_page(
     req: &BootRequest<'_>,
     hdr: Option<linux_loader::loader::bootparam::setup_header>,
     initrd: Option<(u64, u64)>,
+    rsdp: u64,
 ) -> Result<(), BootError> {
-    let mut params = boot_params::default();
+    let mut params = boot_params {
+        acpi_rsdp_addr: rsdp,
+        ..Default::default()
+    };
     if let Some(h) = hdr {
         params.hdr = h;
     }
@@ -325,9 +341,4 @@ fn write_zero_page(
     params.e820_entries = map.len() as u8;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
         .map_err(|_| BootError::GuestWrite("zero page"))
-}
-
-/// Checks that the guest has room for the kernel: used before boot to give a clear error.
-pub fn check_fits(mem: &GuestMemoryMmap, end: u64) -> bool {
-    mem.address_in_range(GuestAddress(end.saturating_sub(1)))
 }

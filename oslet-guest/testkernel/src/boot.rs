@@ -113,10 +113,10 @@ _start32:
     call oslet_enable_long_mode
     ljmpl $0x08, $oslet_long64
 
-    /* PAE, CR3, EFER.LME, CR0.PG|PE. Clobbers eax, ecx, edx. */
+    /* CR4 = PAE only (no LA57: these are 4-level tables), CR3, EFER.LME,
+       CR0.PG|PE with CD/NW cleared (caches on). Clobbers eax, ecx, edx. */
 oslet_enable_long_mode:
-    movl %cr4, %eax
-    orl $0x20, %eax
+    movl $0x20, %eax
     movl %eax, %cr4
     movl $oslet_pml4, %eax
     movl %eax, %cr3
@@ -125,6 +125,7 @@ oslet_enable_long_mode:
     orl $0x100, %eax
     wrmsr
     movl %cr0, %eax
+    andl $0x9fffffff, %eax
     orl $0x80000001, %eax
     movl %eax, %cr0
     ret
@@ -139,8 +140,8 @@ oslet_ap_start32:
     movw %ax, %ss
     movw %ax, %fs
     movw %ax, %gs
-    movl %cr4, %eax
-    orl $0x20, %eax
+    /* Same as oslet_enable_long_mode (inline: no stack yet). */
+    movl $0x20, %eax
     movl %eax, %cr4
     movl $oslet_pml4, %eax
     movl %eax, %cr3
@@ -149,6 +150,7 @@ oslet_ap_start32:
     orl $0x100, %eax
     wrmsr
     movl %cr0, %eax
+    andl $0x9fffffff, %eax
     orl $0x80000001, %eax
     movl %eax, %cr0
     ljmpl $0x08, $oslet_ap_long64
@@ -201,8 +203,8 @@ oslet_trampoline_start:
     movw %cs, %ax
     movw %ax, %ds
     lgdtl oslet_tramp_gdt_ptr - oslet_trampoline_start
-    movl %cr0, %eax
-    orl $1, %eax
+    /* CR0 = PE only: clears the CD/NW that INIT leaves set (like Linux). */
+    movl $1, %eax
     movl %eax, %cr0
     ljmpl $0x18, $oslet_ap_start32
     .balign 8

@@ -131,7 +131,7 @@ fn table(t: u64, s: &[u8; 4]) -> Option<u64> {
         return None;
     }
     let len = rd32(t + 4) as u64;
-    if len < 36 || len > (1 << 20) || t + len > MAPPED_LIMIT || checksum(t, len) != 0 {
+    if !(36..=(1 << 20)).contains(&len) || t + len > MAPPED_LIMIT || checksum(t, len) != 0 {
         return None;
     }
     Some(len)
@@ -154,7 +154,9 @@ fn parse_madt(t: u64, len: u64, cpus: &mut Cpus) {
 }
 
 fn from_acpi(si: Option<&StartInfo>, cpus: &mut Cpus) -> bool {
-    let Some(rsdp) = find_rsdp(si) else { return false };
+    let Some(rsdp) = find_rsdp(si) else {
+        return false;
+    };
     let mut sdt = 0;
     let mut width = 4;
     if rd8(rsdp + 15) >= 2 {
@@ -191,8 +193,16 @@ fn from_acpi(si: Option<&StartInfo>, cpus: &mut Cpus) -> bool {
 /// `-M pc -smp 4` it describes 1 CPU; Linux prefers ACPI for the same
 /// reason). Neither: 1 CPU, "nothing".
 pub fn discover(si: Option<&StartInfo>) -> Cpus {
-    let mut mp = Cpus { apic_ids: [0; MAX_CPUS], n: 0, source: "mptable" };
-    let mut acpi = Cpus { apic_ids: [0; MAX_CPUS], n: 0, source: "acpi" };
+    let mut mp = Cpus {
+        apic_ids: [0; MAX_CPUS],
+        n: 0,
+        source: "mptable",
+    };
+    let mut acpi = Cpus {
+        apic_ids: [0; MAX_CPUS],
+        n: 0,
+        source: "acpi",
+    };
     if !from_mptable(&mut mp) {
         mp.n = 0;
     }
@@ -204,6 +214,10 @@ pub fn discover(si: Option<&StartInfo>) -> Cpus {
     } else if mp.n > 0 {
         mp
     } else {
-        Cpus { apic_ids: [0; MAX_CPUS], n: 0, source: "nothing" }
+        Cpus {
+            apic_ids: [0; MAX_CPUS],
+            n: 0,
+            source: "nothing",
+        }
     }
 }

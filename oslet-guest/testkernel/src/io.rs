@@ -6,14 +6,18 @@ use core::arch::asm;
 #[inline(always)]
 pub fn outb(port: u16, v: u8) {
     // SAFETY: port I/O has no memory effects visible to Rust.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
+    }
 }
 
 #[inline(always)]
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: as above.
-    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
+    }
     v
 }
 
@@ -31,7 +35,9 @@ pub fn rdmsr(msr: u32) -> u64 {
     let lo: u32;
     let hi: u32;
     // SAFETY: only architectural MSRs that exist on every x86_64 are read.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    }
     ((hi as u64) << 32) | lo as u64
 }
 

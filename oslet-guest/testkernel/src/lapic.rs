@@ -2,7 +2,7 @@
 //! whichever mode this CPU is in (read from IA32_APIC_BASE every time, so
 //! APs, which start in xAPIC mode, work too).
 
-use crate::io::{rdmsr, rd32a, wr32a, wrmsr, pause, delay};
+use crate::io::{delay, pause, rd32a, rdmsr, wr32a, wrmsr};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const DEFAULT_BASE: u64 = 0xfee0_0000;
@@ -15,7 +15,11 @@ const ICR_HI: u64 = 0x310;
 fn mode() -> (bool, u64) {
     let b = rdmsr(IA32_APIC_BASE);
     let base = b & 0xffff_f000;
-    let base = if base == 0 || base >= crate::io::MAPPED_LIMIT { DEFAULT_BASE } else { base };
+    let base = if base == 0 || base >= crate::io::MAPPED_LIMIT {
+        DEFAULT_BASE
+    } else {
+        base
+    };
     (b & (1 << 10) != 0, base)
 }
 

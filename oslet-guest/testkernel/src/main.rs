@@ -36,7 +36,10 @@ fn reserve_boot_data(reg: &mut Regions, si: Option<&StartInfo>) {
     reg.reserve(0x100000, smp::kernel_end() - 0x100000);
     let Some(si) = si else { return };
     reg.reserve(si.paddr, startinfo::SIZE);
-    reg.reserve(si.memmap, si.memmap_entries as u64 * startinfo::MEMMAP_ENTRY);
+    reg.reserve(
+        si.memmap,
+        si.memmap_entries as u64 * startinfo::MEMMAP_ENTRY,
+    );
     reg.reserve(si.cmdline, si.cmdline_len());
     reg.reserve(si.modlist, si.nr_modules as u64 * 32);
     for i in 0..si.nr_modules.min(8) as u64 {
@@ -51,13 +54,26 @@ pub extern "C" fn kmain(start_info: u64) -> ! {
     serial::init();
     let si = StartInfo::read(start_info);
     let cmdline = si.map_or(0, |s| s.cmdline);
-    say!("boot, cmdline \"", Bytes { paddr: cmdline, max: CMDLINE_MAX }, "\"");
+    say!(
+        "boot, cmdline \"",
+        Bytes {
+            paddr: cmdline,
+            max: CMDLINE_MAX
+        },
+        "\""
+    );
     if si.is_none() {
         say!("no valid hvm_start_info at ", Hex(start_info));
     }
     let word = |w: &str| si.as_ref().is_some_and(|s| s.has_word(w));
     if word("panic") {
         panic!("requested on the command line");
+    }
+    if word("triple-fault") {
+        say!("triple-faulting on purpose (\"triple-fault\" on the command line)");
+        // SAFETY: deliberately fatal: with no IDT loaded, #UD escalates to a double and
+        // then a triple fault, which resets (ends) the VM. Nothing runs after it.
+        unsafe { core::arch::asm!("ud2", options(noreturn)) }
     }
 
     let mut reg = Regions::new();
@@ -133,3 +149,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     io::poweroff(3)
 }
+
+/// Referenced by core's precompiled unwind tables in builds without LTO
+/// (the dev profile); never called (panic = "abort").
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}

@@ -20,7 +20,12 @@ fn align_up(v: u64, a: u64) -> u64 {
 
 impl Regions {
     pub const fn new() -> Regions {
-        Regions { ram: [(0, 0); MAX_RAM], nram: 0, resv: [(0, 0); MAX_RESV], nresv: 0 }
+        Regions {
+            ram: [(0, 0); MAX_RAM],
+            nram: 0,
+            resv: [(0, 0); MAX_RESV],
+            nresv: 0,
+        }
     }
 
     /// Add RAM [start, start+len), clipped to the mapped 0-4 GiB.

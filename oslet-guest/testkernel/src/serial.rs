@@ -140,7 +140,11 @@ impl Out for Bytes {
                 puts("...");
                 return;
             }
-            putb(if (0x20..0x7f).contains(&b) && b != b'"' { b } else { b'?' });
+            putb(if (0x20..0x7f).contains(&b) && b != b'"' {
+                b
+            } else {
+                b'?'
+            });
             i += 1;
         }
     }

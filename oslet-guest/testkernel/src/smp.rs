@@ -49,14 +49,23 @@ fn place_trampoline(reg: &mut Regions) -> Option<u64> {
         None => reg.find(0x1000, 0x100000, 4096, 4096)?,
     };
     // SAFETY: page is free RAM (memmap, not reserved); identity-mapped.
-    unsafe { crate::mem::memcpy(page as usize as *mut u8, start as usize as *const u8, size as usize) };
+    unsafe {
+        crate::mem::memcpy(
+            page as usize as *mut u8,
+            start as usize as *const u8,
+            size as usize,
+        )
+    };
     reg.reserve(page, 4096);
     Some(page)
 }
 
 /// Start every described CPU other than the BSP. Returns how many are online.
 pub fn start_aps(cpus: &Cpus, reg: &mut Regions, bsp_apic: u32) -> usize {
-    let aps = cpus.apic_ids[..cpus.n].iter().filter(|&&id| id as u32 != bsp_apic).count();
+    let aps = cpus.apic_ids[..cpus.n]
+        .iter()
+        .filter(|&&id| id as u32 != bsp_apic)
+        .count();
     if aps == 0 {
         return ONLINE.load(Ordering::Acquire);
     }
@@ -66,7 +75,11 @@ pub fn start_aps(cpus: &Cpus, reg: &mut Regions, bsp_apic: u32) -> usize {
     };
     say!("trampoline at ", crate::serial::Hex(page));
 
-    let stack_size = if aps > 64 { AP_STACK_SIZE_MANY } else { AP_STACK_SIZE };
+    let stack_size = if aps > 64 {
+        AP_STACK_SIZE_MANY
+    } else {
+        AP_STACK_SIZE
+    };
     let mut next = kernel_end();
     let mut index: u64 = 1;
     for &id in &cpus.apic_ids[..cpus.n] {

@@ -90,7 +90,10 @@ impl StartInfo {
             // at the start of a word?
             if i == 0 || rd8(self.cmdline + i - 1) <= b' ' {
                 let mut j = 0;
-                while j < w.len() && i + (j as u64) < len && rd8(self.cmdline + i + j as u64) == w[j] {
+                while j < w.len()
+                    && i + (j as u64) < len
+                    && rd8(self.cmdline + i + j as u64) == w[j]
+                {
                     j += 1;
                 }
                 if j == w.len() && rd8(self.cmdline + i + j as u64) <= b' ' {

@@ -45,7 +45,7 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 }
 
 fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
     let limit_raw = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     let limit = if g == 1 {
@@ -243,7 +243,14 @@ fn set_apic_delivery_mode(reg: u32, mode: u32) -> u32 {
     (reg & !0x700) | (mode << 8)
 }
 
-/// Wires LINT0 to ExtINT (the PIC) and LINT1 to NMI, as a PC BIOS leaves them.
+const APIC_LVT_MASKED: u32 = 1 << 16;
+
+/// Wires LINT0 to ExtINT (the PIC), masked, and LINT1 to NMI.
+///
+/// LINT0 stays masked: every guest here has an IOAPIC, and Linux keeps LINT0 as it
+/// finds it when it does not use the PIC (with hardware-reduced ACPI it never
+/// programs KVM's 8259, whose uninitialised vector base would turn an ISA interrupt
+/// routed through it into a CPU exception).
 pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), RegsError> {
     let mut lapic = vcpu
         .get_lapic()
@@ -266,7 +273,7 @@ pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), RegsError> {
     write(
         &mut lapic.regs,
         APIC_LVT0,
-        set_apic_delivery_mode(lvt0, APIC_MODE_EXTINT),
+        set_apic_delivery_mode(lvt0, APIC_MODE_EXTINT) | APIC_LVT_MASKED,
     );
     let lvt1 = read(&lapic.regs, APIC_LVT1);
     write(

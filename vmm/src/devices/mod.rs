@@ -150,8 +150,8 @@ mod tests {
     #[test]
     fn only_the_first_debugcon_write_is_the_marker() {
         let d = devices();
-        assert_eq!(d.write(0xe9, &[b'!']), IoAction::FirstMarker);
-        assert_eq!(d.write(0xe9, &[b'!']), IoAction::None);
+        assert_eq!(d.write(0xe9, b"!"), IoAction::FirstMarker);
+        assert_eq!(d.write(0xe9, b"!"), IoAction::None);
     }
 
     #[test]
