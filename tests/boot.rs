@@ -262,3 +262,153 @@ fn a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on() {
     assert!(err.contains("other: stopped (signal 15)"), "{err}");
     assert_eq!(out.status.code(), Some(1), "{err}");
 }
+
+#[test]
+fn each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it() {
+    if !kvm_or_skip("each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it") {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    if std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        < 2
+    {
+        eprintln!("skipped each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it: needs 2 host CPUs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "pin.toml",
+        "[[oslet]]\nname = \"pin\"\ncpus = [1, 0]\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    );
+    let mut child = common::oslet()
+        .args(["up", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert_ne!(
+            reader.read_line(&mut line).unwrap(),
+            0,
+            "console ended early"
+        );
+        if line.contains("halting without power-off") {
+            break;
+        }
+    }
+    let pids = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("__vmm --config {} --name pin", cfg.display()),
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let pid = String::from_utf8(pids).unwrap();
+    let pid = pid
+        .split_whitespace()
+        .next()
+        .expect("the VMM pid")
+        .to_string();
+    let mut affinity = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default();
+        affinity.insert(comm.trim().to_string(), cpus);
+    }
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let _ = child.wait();
+    assert_eq!(
+        affinity.get("pin-vcpu0").map(String::as_str),
+        Some("1"),
+        "{affinity:?}"
+    );
+    assert_eq!(
+        affinity.get("pin-vcpu1").map(String::as_str),
+        Some("0"),
+        "{affinity:?}"
+    );
+}
+
+#[test]
+fn an_oslet_bound_to_numa_node_0_boots() {
+    if !kvm_or_skip("an_oslet_bound_to_numa_node_0_boots") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "numa.toml",
+        "[[oslet]]\nname = \"n0\"\ncpus = 1\nmemory = \"8MiB\"\nnuma_node = 0\nkernel = \"builtin:testkernel\"\n",
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        lines_of(&out, "n0").contains(&"oslet-testkernel: ready, 1/1 cpus online"),
+        "{out}"
+    );
+}
+
+/// Reserves `n` more 2 MiB huge pages for the duration of a test (root only).
+struct HugePages {
+    path: &'static str,
+    before: u64,
+}
+
+impl HugePages {
+    fn reserve(n: u64) -> Option<Self> {
+        let path = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+        let before: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+        std::fs::write(path, (before + n).to_string()).ok()?;
+        let free: u64 =
+            std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+        let guard = HugePages { path, before };
+        (free >= n).then_some(guard)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.before.to_string());
+    }
+}
+
+#[test]
+fn an_oslet_on_2mib_huge_pages_boots() {
+    if !kvm_or_skip("an_oslet_on_2mib_huge_pages_boots") {
+        return;
+    }
+    let Some(_pages) = HugePages::reserve(8) else {
+        eprintln!("skipped an_oslet_on_2mib_huge_pages_boots: cannot reserve 8 huge pages (needs root and free memory)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(
+        dir.path(),
+        "huge.toml",
+        "[[oslet]]\nname = \"huge\"\ncpus = 1\nmemory = \"16MiB\"\nhugepages = \"2M\"\nkernel = \"builtin:testkernel\"\n",
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        lines_of(&out, "huge").contains(&"oslet-testkernel: ready, 1/1 cpus online"),
+        "{out}"
+    );
+}

@@ -63,7 +63,8 @@
 //!   (recognised by its header, not its name).
 //! - `initrd` (string, optional): path to an initial ramdisk.
 //! - `cmdline` (string, optional): the kernel command line, at most 2047 bytes, no NUL.
-//!   The VMM adds its own defaults to it.
+//!   When it is absent, a Linux kernel gets `console=ttyS0 reboot=k panic=1 pci=off`
+//!   and the test kernel an empty line; when it is given, it is used as written.
 //! - `console` (optional): `"terminal"` (the default: each line on the terminal
 //!   prefixed with the OSlet's name, and in the log file), `"log"` (the log file only)
 //!   or `"off"`.

@@ -7,7 +7,7 @@ use crate::plan::BUILTIN_TESTKERNEL;
 use crate::units::{format_cpu_list, format_size, plural, GIB};
 
 /// A checked, planned partition of the host: what the VMM builds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
     /// The file it came from, as given.
     pub source: PathBuf,
@@ -20,7 +20,7 @@ pub struct Partition {
 }
 
 /// One OSlet, fully decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct OsletPlan {
     /// `[a-z0-9][a-z0-9-]{0,31}`, unique in the partition.
     pub name: String,
@@ -52,7 +52,7 @@ impl OsletPlan {
 }
 
 /// The guest kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Kernel {
     /// The in-repo test kernel embedded in the `oslet` binary (`builtin:testkernel`).
     TestKernel,
@@ -66,7 +66,7 @@ pub enum Kernel {
 }
 
 /// The format of a kernel image, from its header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelFormat {
     /// A bzImage (x86 boot protocol: 0xAA55 at 0x1FE, "HdrS" at 0x202).
     BzImage,
@@ -75,7 +75,7 @@ pub enum KernelFormat {
 }
 
 /// Where an OSlet's serial console goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Console {
     /// To the terminal, each line prefixed with the OSlet's name, and to the log file.
     #[default]

@@ -99,7 +99,7 @@ pub struct Poll {
     pub connected: bool,
     /// Connected and the peer is UP (so sending is possible).
     pub peer_up: bool,
-    /// A message (or a final padding record) is waiting to be received.
+    /// A message is waiting to be received.
     pub readable: bool,
     /// Free bytes in our ring (padding may make a message that size not fit).
     pub tx_free_bytes: u32,
@@ -439,23 +439,34 @@ impl<'a> Endpoint<'a> {
     /// we have consumed, then re-checks the ring. `Ok(true)`: nothing is waiting, it
     /// is safe to sleep until the doorbell; `Ok(false)`: something arrived meanwhile,
     /// receive it instead (the request stays armed until [`Endpoint::disable_notify`]).
+    /// While the link is not connected it returns `Ok(true)`: the peer will not ring
+    /// before it connects, so a sleeper should also wake on a timeout (or be woken by
+    /// whoever attaches the peer).
     pub fn enable_notify(&mut self) -> Result<bool, Violation> {
         if let Some(v) = self.violation {
             return Err(v);
         }
-        self.own
-            .store(off::NOTIFY_AT, self.rx_cons, Ordering::Relaxed)?;
         self.own.store(off::NOTIFY_ARMED, 1, Ordering::Relaxed)?;
-        fence(Ordering::SeqCst);
-        match self.sync()? {
-            Link::Connected { .. } => {}
-            Link::NotConnected => return Ok(true),
+        // Two rounds: the re-check may consume a trailing padding record, which moves
+        // our consumer index past the point we asked to be woken at.
+        for _ in 0..2 {
+            let at = self.rx_cons;
+            self.own.store(off::NOTIFY_AT, at, Ordering::Relaxed)?;
+            fence(Ordering::SeqCst);
+            match self.sync()? {
+                Link::Connected { .. } => {}
+                Link::NotConnected => return Ok(true),
+            }
+            match self.rx_peek_next() {
+                Ok(Some(_)) => return Ok(false),
+                Ok(None) if self.rx_cons == at => return Ok(true),
+                Ok(None) => {}
+                Err(Fault::Reset) => return Ok(true),
+                Err(Fault::Broken(v)) => return Err(v),
+            }
         }
-        match self.rx_peek_next() {
-            Ok(n) => Ok(n.is_none()),
-            Err(Fault::Reset) => Ok(true),
-            Err(Fault::Broken(v)) => Err(v),
-        }
+        // Still moving: do not sleep, look again.
+        Ok(false)
     }
 
     /// Stops asking for doorbells (polling mode, the default after attach).

@@ -528,3 +528,28 @@ fn a_peer_with_another_geometry_or_garbage_state_is_never_connected() {
     assert_eq!(a.send(b"x"), Err(SendError::PeerDown));
     assert_eq!(a.peer_state(), PeerState::Incompatible);
 }
+
+#[test]
+fn enable_notify_after_a_lone_padding_record_asks_to_be_woken_past_it() {
+    let w = HostWindow::new(cfg(4096));
+    let mut a = hostile_b(&w, 0);
+    for o in (0..4000).step_by(8) {
+        w.store_u64(
+            at(&w, Side::B, off::RING + o),
+            record::header(record::KIND_MSG, 0),
+        );
+    }
+    w.store_u32(at(&w, Side::B, off::TX_PROD), 4000);
+    while recv_vec(&mut a).unwrap().is_some() {}
+    // The peer publishes padding up to the ring's end, and nothing after it yet.
+    w.store_u64(
+        at(&w, Side::B, off::RING + 4000),
+        record::header(record::KIND_PAD, 88),
+    );
+    w.store_u32(at(&w, Side::B, off::TX_PROD), 4096);
+    assert_eq!(a.enable_notify(), Ok(true));
+    let mut word = [0u8; 4];
+    w.read_bytes(at(&w, Side::A, off::NOTIFY_AT), &mut word);
+    assert_eq!(u32::from_le_bytes(word), 4096);
+    assert_eq!(a.violation(), None);
+}

@@ -48,7 +48,8 @@ enum Cmd {
         /// Where to write it.
         output: PathBuf,
     },
-    /// Run one OSlet's VMM (started by `oslet up`; not for direct use).
+    /// Run one OSlet's VMM (started by `oslet up`, which writes the OSlet's validated
+    /// plan as JSON on stdin; `--config` and `--name` say which, for `ps`).
     #[command(name = "__vmm", hide = true)]
     Vmm {
         #[arg(long)]
@@ -98,7 +99,7 @@ pub fn main() -> i32 {
     match cli.command {
         Cmd::Check { file } => match load_partition(&file) {
             Ok(p) => {
-                print!("{p}");
+                println!("{p}");
                 0
             }
             Err(e) => {
@@ -164,21 +165,16 @@ fn cmd_up(file: &Path, quiet: bool) -> i32 {
 fn cmd_vmm(config: &Path, name: &str) -> i32 {
     log::set_prefix(&format!("oslet[{name}]"));
     let mut sink = EventSink::from_env();
-    let outcome = match load_partition(config) {
-        Err(e) => Outcome::Failed { error: e },
-        Ok(p) => match p.oslets.iter().find(|o| o.name == name) {
-            None => Outcome::Failed {
-                error: format!("{}: no OSlet named {name:?}", config.display()),
+    let outcome = match read_plan(config, name) {
+        Err(error) => Outcome::Failed { error },
+        Ok(plan) => match signals::install_stop_handlers() {
+            Err(e) => Outcome::Failed {
+                error: format!("cannot install signal handlers: {e}"),
             },
-            Some(plan) => match signals::install_stop_handlers() {
+            Ok(()) => match oslet::run(&plan, &mut sink) {
+                Ok(o) => o,
                 Err(e) => Outcome::Failed {
-                    error: format!("cannot install signal handlers: {e}"),
-                },
-                Ok(()) => match oslet::run(plan, &mut sink) {
-                    Ok(o) => o,
-                    Err(e) => Outcome::Failed {
-                        error: error_chain(&e),
-                    },
+                    error: error_chain(&e),
                 },
             },
         },
@@ -190,4 +186,24 @@ fn cmd_vmm(config: &Path, name: &str) -> i32 {
         outcome: outcome.clone(),
     });
     outcome.exit_code()
+}
+
+/// Reads the plan `oslet up` wrote on stdin.
+fn read_plan(config: &Path, name: &str) -> Result<oslet_config::OsletPlan, String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| format!("cannot read the plan on stdin: {e}"))?;
+    let plan: oslet_config::OsletPlan = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "no valid plan for OSlet {name:?} of {} on stdin ({e}); this command is started by `oslet up`",
+            config.display()
+        )
+    })?;
+    if plan.name != name {
+        return Err(format!(
+            "the plan on stdin is for {:?}, not {name:?}",
+            plan.name
+        ));
+    }
+    Ok(plan)
 }

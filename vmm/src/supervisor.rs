@@ -120,7 +120,7 @@ fn spawn_one(
         .arg("--name")
         .arg(&name)
         .env(EVENT_FD_ENV, CHILD_EVENT_FD.to_string())
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     // SAFETY: the closure runs in the forked child before exec and only calls dup2,
@@ -138,6 +138,19 @@ fn spawn_one(
         .spawn()
         .map_err(|e| SupervisorError::Spawn(name.clone(), e))?;
     drop(ev_write);
+    // The VMM process gets its plan, as validated here, as JSON on stdin: it must not
+    // validate the file again against a host whose free resources (huge pages) the
+    // other OSlets are taking meanwhile.
+    if let Some(mut stdin) = child.stdin.take() {
+        let sent = serde_json::to_vec(plan)
+            .map_err(std::io::Error::other)
+            .and_then(|json| stdin.write_all(&json));
+        if let Err(e) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(SupervisorError::Spawn(name, e));
+        }
+    }
     let pid = child.id();
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mut threads = Vec::new();
