@@ -111,6 +111,7 @@
 //! (`oslet "db"`).
 
 mod error;
+mod links;
 mod partition;
 mod plan;
 mod raw;
@@ -124,7 +125,7 @@ use std::io;
 use std::path::Path;
 
 pub use error::{ConfigError, TopologyError};
-pub use partition::{Console, Kernel, KernelFormat, OsletPlan, Partition};
+pub use partition::{Console, Kernel, KernelFormat, LinkPlan, OsletPlan, Partition};
 pub use topology::{HostTopology, HugePagePool, NumaNode};
 
 /// Reads, parses, validates and plans the config file at `path` for `host`.

@@ -17,6 +17,32 @@ pub struct Partition {
     pub log_dir: PathBuf,
     /// The OSlets, in file order.
     pub oslets: Vec<OsletPlan>,
+    /// The links between OSlets: `[[link]]` entries, then the mesh's, without repeats.
+    pub links: Vec<LinkPlan>,
+}
+
+/// One shared-memory link between two OSlets.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LinkPlan {
+    /// The OSlet on side A (the first named).
+    pub a: String,
+    /// The OSlet on side B.
+    pub b: String,
+    /// Bytes of each direction's ring (a power of two).
+    pub ring_bytes: u64,
+}
+
+impl Partition {
+    /// The links `name` takes part in, with their index in [`Partition::links`].
+    pub fn links_of<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a LinkPlan)> + 'a {
+        self.links
+            .iter()
+            .enumerate()
+            .filter(move |(_, l)| l.a == name || l.b == name)
+    }
 }
 
 /// One OSlet, fully decided.
@@ -172,6 +198,15 @@ impl fmt::Display for Partition {
             if let Some(cmdline) = &oslet.cmdline {
                 writeln!(f, "{indent}cmdline {cmdline:?}")?;
             }
+        }
+        for l in &self.links {
+            writeln!(
+                f,
+                "  link {} <-> {}  ring {} each way",
+                l.a,
+                l.b,
+                crate::units::format_size(l.ring_bytes)
+            )?;
         }
         write!(f, "  logs in {}", self.log_dir.display())
     }

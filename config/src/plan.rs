@@ -129,6 +129,8 @@ pub(crate) fn plan(
     let log_dir = ctx.resolve(log_dir_text);
 
     check_names(&ctx, &raw.oslet)?;
+    let names: Vec<String> = raw.oslet.iter().map(|o| o.name.clone()).collect();
+    let links = crate::links::plan_links(&ctx.file, raw.links, raw.link, &names)?;
     let checked = raw
         .oslet
         .into_iter()
@@ -159,6 +161,7 @@ pub(crate) fn plan(
         oversubscribe,
         log_dir,
         oslets,
+        links,
     })
 }
 

@@ -18,6 +18,26 @@ pub(crate) struct RawFile {
     pub host: Option<RawHost>,
     #[serde(default)]
     pub oslet: Vec<RawOslet>,
+    pub links: Option<RawLinks>,
+    #[serde(default)]
+    pub link: Vec<RawLink>,
+}
+
+/// `[links]`: defaults for every link, and the mesh shorthand.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLinks {
+    #[serde(default)]
+    pub mesh: bool,
+    pub ring: Option<RawSize>,
+}
+
+/// One `[[link]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLink {
+    pub between: Vec<String>,
+    pub ring: Option<RawSize>,
 }
 
 /// `[host]`.
@@ -210,6 +230,11 @@ fn example(field: &str) -> Option<&'static str> {
         "initrd" => "initrd = \"path/to/initrd.img\"",
         "cmdline" => "cmdline = \"console=ttyS0\"",
         "console" => "console = \"terminal\", \"log\" or \"off\"",
+        "links" => "a [links] table: mesh = true, ring = \"256KiB\"",
+        "link" => "one [[link]] table per link: between = [\"db\", \"app\"]",
+        "between" => "between = [\"db\", \"app\"]",
+        "mesh" => "mesh = true",
+        "ring" => "ring = \"256KiB\"",
         _ => return None,
     })
 }
@@ -691,7 +716,7 @@ mod tests {
     fn datetime_values_do_not_break_error_mapping() {
         assert_eq!(
             err("when = 1979-05-27T07:32:00Z\n"),
-            "box.toml:1: when: unknown field; remove it; the fields here are host, oslet"
+            "box.toml:1: when: unknown field; remove it; the fields here are host, oslet, links, link"
         );
         let e = err("[[oslet]]\nname = 1979-05-27\n");
         assert!(e.starts_with("box.toml:2: "), "{e}");

@@ -297,6 +297,19 @@ pub fn host_facts() -> HostFacts {
     }
 }
 
+/// What KVM says about itself (recorded with the link benchmark).
+pub fn kvm_facts() -> serde_json::Value {
+    match crate::kvm::open() {
+        Ok(kvm) => serde_json::json!({
+            "api_version": kvm.get_api_version(),
+            "recommended_vcpus": kvm.get_nr_vcpus(),
+            "max_vcpus": kvm.get_max_vcpus(),
+            "ring0_emulated_note": "on hosts without vmx/svm in /proc/cpuinfo KVM may emulate guest ring 0 (see KVM-NOTES); the test kernel runs link loops in ring 3",
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    }
+}
+
 /// Runs `oslet bench boot`; returns the exit code.
 pub fn boot(args: &BootArgs) -> i32 {
     let files = if args.files.is_empty() {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::events::{Event, EventSink, Outcome};
 use crate::supervisor::{self, UpOptions};
-use crate::{bench, kvm, log, oslet, signals, testkernel};
+use crate::{bench, bench_link, kvm, log, oslet, signals, testkernel};
 
 /// Exit code for bad input: a config mistake, an unusable /dev/kvm, a bad argument.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -48,6 +48,9 @@ enum Cmd {
         /// Where to write it.
         output: PathBuf,
     },
+    /// The echo peer of `oslet bench link` (not for direct use).
+    #[command(name = "__bench-echo", hide = true)]
+    BenchEcho { read_fd: i32, write_fd: i32 },
     /// Run one OSlet's VMM (started by `oslet up`, which writes the OSlet's validated
     /// plan as JSON on stdin; `--config` and `--name` say which, for `ps`).
     #[command(name = "__vmm", hide = true)]
@@ -63,6 +66,8 @@ enum Cmd {
 enum BenchCmd {
     /// Boot time and VMM memory per layout, side by side with QEMU microvm.
     Boot(bench::BootArgs),
+    /// Message cost between OSlets against host threads, a pipe and a UNIX socket.
+    Link(bench_link::LinkArgs),
 }
 
 /// The error and its causes on one line: "a: b: c".
@@ -111,6 +116,10 @@ pub fn main() -> i32 {
         Cmd::Bench {
             what: BenchCmd::Boot(args),
         } => bench::boot(&args),
+        Cmd::Bench {
+            what: BenchCmd::Link(args),
+        } => bench_link::run(&args),
+        Cmd::BenchEcho { read_fd, write_fd } => bench_link::echo_main(read_fd, write_fd),
         Cmd::Testkernel { output } => match testkernel::write_to(&output) {
             Ok(()) => 0,
             Err(e) => {
@@ -171,7 +180,7 @@ fn cmd_vmm(config: &Path, name: &str) -> i32 {
             Err(e) => Outcome::Failed {
                 error: format!("cannot install signal handlers: {e}"),
             },
-            Ok(()) => match oslet::run(&plan, &mut sink) {
+            Ok(()) => match oslet::run(plan, &mut sink) {
                 Ok(o) => o,
                 Err(e) => Outcome::Failed {
                     error: error_chain(&e),
@@ -189,20 +198,20 @@ fn cmd_vmm(config: &Path, name: &str) -> i32 {
 }
 
 /// Reads the plan `oslet up` wrote on stdin.
-fn read_plan(config: &Path, name: &str) -> Result<oslet_config::OsletPlan, String> {
+fn read_plan(config: &Path, name: &str) -> Result<oslet::VmmPlan, String> {
     let mut text = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
         .map_err(|e| format!("cannot read the plan on stdin: {e}"))?;
-    let plan: oslet_config::OsletPlan = serde_json::from_str(&text).map_err(|e| {
+    let plan: oslet::VmmPlan = serde_json::from_str(&text).map_err(|e| {
         format!(
             "no valid plan for OSlet {name:?} of {} on stdin ({e}); this command is started by `oslet up`",
             config.display()
         )
     })?;
-    if plan.name != name {
+    if plan.oslet.name != name {
         return Err(format!(
             "the plan on stdin is for {:?}, not {name:?}",
-            plan.name
+            plan.oslet.name
         ));
     }
     Ok(plan)

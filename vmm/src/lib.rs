@@ -8,12 +8,14 @@
 
 pub mod arch;
 pub mod bench;
+pub mod bench_link;
 pub mod boot;
 pub mod cli;
 pub mod console;
 pub mod devices;
 pub mod events;
 pub mod kvm;
+pub mod link;
 pub mod log;
 pub mod memory;
 pub mod oslet;

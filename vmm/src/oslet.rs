@@ -18,7 +18,7 @@ use crate::devices::serial::{SerialPort, COM1_IRQ};
 use crate::devices::PioDevices;
 use crate::events::{Event, EventSink, Outcome};
 use crate::vcpu::{self, GuestExit, VcpuEvent};
-use crate::{kvm, memory, monotonic_ns, signals, testkernel, vm};
+use crate::{kvm, link, memory, monotonic_ns, signals, testkernel, vm};
 
 /// Errors building an OSlet.
 #[derive(Debug, thiserror::Error)]
@@ -44,22 +44,54 @@ pub enum OsletError {
     /// The console log could not be opened.
     #[error("cannot open console log {}", .0.display())]
     ConsoleLog(std::path::PathBuf, #[source] std::io::Error),
+    /// A link could not be mapped.
+    #[error("link")]
+    Link(#[from] link::LinkError),
     /// A thread or signal could not be set up.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
 }
 
-/// The kernel command line an OSlet boots with.
-pub fn kernel_cmdline(plan: &OsletPlan) -> String {
-    match (&plan.kernel, &plan.cmdline) {
+/// What a VMM process is given on stdin: its OSlet's plan and its links.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct VmmPlan {
+    /// The OSlet, as validated by `oslet up`.
+    pub oslet: OsletPlan,
+    /// Its links, with fds numbered as in the VMM process.
+    pub links: Vec<link::LinkAttach>,
+}
+
+/// The kernel command line an OSlet boots with: the file's (or a default for Linux),
+/// then what oslet tells the guest: its name, the TSC rate and one word per link.
+pub fn kernel_cmdline(
+    plan: &OsletPlan,
+    links: &[link::LinkAttach],
+    tsc_khz: Option<u32>,
+) -> String {
+    let mut c = match (&plan.kernel, &plan.cmdline) {
         (_, Some(c)) => c.clone(),
         (Kernel::TestKernel, None) => String::new(),
         (Kernel::Image { .. }, None) => "console=ttyS0 reboot=k panic=1 pci=off".to_string(),
+    };
+    if matches!(plan.kernel, Kernel::TestKernel) || !links.is_empty() {
+        let mut words = vec![format!("oslet.name={}", plan.name)];
+        if let Some(khz) = tsc_khz {
+            words.push(format!("oslet.tsc_khz={khz}"));
+        }
+        words.extend(links.iter().map(link::cmdline_word));
+        for w in words {
+            if !c.is_empty() {
+                c.push(' ');
+            }
+            c.push_str(&w);
+        }
     }
+    c
 }
 
 /// Builds and runs the OSlet of `plan` until it ends; reports events to `sink`.
-pub fn run(plan: &OsletPlan, sink: &mut EventSink) -> Result<Outcome, OsletError> {
+pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletError> {
+    let plan = &vmm_plan.oslet;
     let kvm = kvm::open()?;
     let mem = memory::create_guest_memory(
         plan.memory_bytes,
@@ -82,22 +114,6 @@ pub fn run(plan: &OsletPlan, sink: &mut EventSink) -> Result<Outcome, OsletError
         .map_err(|e| OsletError::KvmCall("register the serial irqfd", e))?;
     let devices = Arc::new(PioDevices::new(SerialPort::new(serial_irq, console)));
 
-    let kernel = match &plan.kernel {
-        Kernel::TestKernel => KernelSource::Embedded(testkernel::IMAGE),
-        Kernel::Image { path, format } => KernelSource::File(path, *format),
-    };
-    let cmdline = kernel_cmdline(plan);
-    let info = boot::load(
-        &mem,
-        &BootRequest {
-            kernel,
-            initrd: plan.initrd.as_deref(),
-            cmdline: &cmdline,
-            mem_size: plan.memory_bytes,
-            vcpus: plan.vcpus(),
-        },
-    )?;
-
     let base_cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| OsletError::KvmCall("report its supported CPUID", e))?;
@@ -115,11 +131,44 @@ pub fn run(plan: &OsletPlan, sink: &mut EventSink) -> Result<Outcome, OsletError
         regs::setup_msrs(&fd)?;
         regs::setup_fpu(&fd)?;
         regs::setup_lint(&fd)?;
-        if i == 0 {
-            regs::setup_boot_vcpu(&fd, &mem, info.entry)?;
-        }
         fds.push(fd);
     }
+    let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok());
+
+    if !vmm_plan.links.is_empty() && !vm.check_extension(Cap::ReadonlyMem) {
+        return Err(OsletError::KvmCall(
+            "map read-only memory (KVM_CAP_READONLY_MEM), which links need",
+            kvm_ioctls::Error::new(libc::ENOTSUP),
+        ));
+    }
+    let mut links = Vec::with_capacity(vmm_plan.links.len());
+    for (j, l) in vmm_plan.links.iter().enumerate() {
+        links.push(link::attach(
+            &vm,
+            l.clone(),
+            link::FIRST_SLOT + 2 * j as u32,
+        )?);
+    }
+
+    let kernel = match &plan.kernel {
+        Kernel::TestKernel => KernelSource::Embedded(testkernel::IMAGE),
+        Kernel::Image { path, format } => KernelSource::File(path, *format),
+    };
+    let cmdline = kernel_cmdline(plan, &vmm_plan.links, tsc_khz);
+    let info = boot::load(
+        &mem,
+        &BootRequest {
+            kernel,
+            initrd: plan.initrd.as_deref(),
+            cmdline: &cmdline,
+            mem_size: plan.memory_bytes,
+            vcpus: plan.vcpus(),
+        },
+    )?;
+    if let Some(bsp) = fds.first() {
+        regs::setup_boot_vcpu(bsp, &mem, info.entry)?;
+    }
+    devices.set_links(links.iter().map(|l| l.info.clone()).collect());
 
     vcpu::install_kick_handler().map_err(|e| OsletError::Os("install the vCPU kick handler", e))?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -175,8 +224,9 @@ pub fn run(plan: &OsletPlan, sink: &mut EventSink) -> Result<Outcome, OsletError
         h.join();
     }
     devices.flush();
-    // The VM (and its memory slots) goes before the guest memory it maps.
+    // The VM (and its memory slots) goes before the guest memory and windows it maps.
     drop(vm);
+    drop(links);
     drop(mem);
     Ok(outcome)
 }

@@ -14,6 +14,8 @@ use std::time::Duration;
 use oslet_config::{Console, Partition};
 
 use crate::events::{Event, Outcome, EVENT_FD_ENV};
+use crate::link::{self, LinkAttach, SharedLink};
+use crate::oslet::VmmPlan;
 use crate::{monotonic_ns, signals};
 
 /// Errors starting OSlets.
@@ -28,6 +30,9 @@ pub enum SupervisorError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    /// A link could not be set up.
+    #[error("cannot set up the links of OSlet {0}")]
+    Link(String, #[source] link::LinkError),
 }
 
 /// How `up` runs.
@@ -102,8 +107,53 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 /// The fd number the VMM process finds its event pipe at.
 const CHILD_EVENT_FD: i32 = 3;
 
+/// The links of `name`, placed in its guest, with the fd numbers they will have in its
+/// VMM process; and the (supervisor fd, VMM-process fd) pairs to dup2 there.
+/// `above` is the highest fd the caller holds besides the links'.
+fn links_for(
+    name: &str,
+    links: &[SharedLink],
+    above: i32,
+) -> Result<(Vec<LinkAttach>, Vec<(i32, i32)>), SupervisorError> {
+    let top = links
+        .iter()
+        .map(|l| {
+            let (w, r, i) = l.fds_for(name);
+            w.max(r).max(i)
+        })
+        .max()
+        .unwrap_or(0);
+    // Numbers above every fd the supervisor holds, so no dup2 clobbers a source.
+    let mut next = top.max(above).max(CHILD_EVENT_FD) + 1;
+    let mut attach = Vec::new();
+    let mut dups = Vec::new();
+    for l in links {
+        let Some((side, peer)) = l.side_of(name) else {
+            continue;
+        };
+        let (w, r, i) = l.fds_for(name);
+        let (wd, rd, id) = (next, next + 1, next + 2);
+        next += 3;
+        dups.extend([(w, wd), (r, rd), (i, id)]);
+        attach.push(LinkAttach {
+            peer: peer.to_string(),
+            side: side.to_string(),
+            ring_bytes: l.ring_bytes,
+            window_fd: wd,
+            ring_fd: rd,
+            irq_fd: id,
+            window_gpa: 0,
+            doorbell_gpa: 0,
+            gsi: 0,
+        });
+    }
+    link::place(name, &mut attach).map_err(|e| SupervisorError::Link(name.to_string(), e))?;
+    Ok((attach, dups))
+}
+
 fn spawn_one(
     partition: &Partition,
+    links: &[SharedLink],
     idx: usize,
     width: usize,
     opts: &UpOptions,
@@ -113,6 +163,11 @@ fn spawn_one(
     let name = plan.name.clone();
     let (ev_read, ev_write) = pipe()?;
     let ev_write_raw = ev_write.as_raw_fd();
+    let (attach, dups) = links_for(&name, links, ev_write_raw.max(ev_read.as_raw_fd()))?;
+    let vmm_plan = VmmPlan {
+        oslet: plan.clone(),
+        links: attach,
+    };
     let mut cmd = Command::new(&opts.exe);
     cmd.arg("__vmm")
         .arg("--config")
@@ -124,10 +179,17 @@ fn spawn_one(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     // SAFETY: the closure runs in the forked child before exec and only calls dup2,
-    // which is async-signal-safe; `ev_write_raw` stays open in the parent until after
-    // spawn returns.
+    // which is async-signal-safe; every source fd stays open in the parent until after
+    // spawn returns (the event pipe's write end and the links' fds, held by `links`).
     unsafe {
+        // Link fds first: their targets lie above every source, so nothing is
+        // clobbered; then the event pipe onto fd 3 (which may have been a link source).
         cmd.pre_exec(move || {
+            for &(from, to) in &dups {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::dup2(ev_write_raw, CHILD_EVENT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -142,7 +204,7 @@ fn spawn_one(
     // validate the file again against a host whose free resources (huge pages) the
     // other OSlets are taking meanwhile.
     if let Some(mut stdin) = child.stdin.take() {
-        let sent = serde_json::to_vec(plan)
+        let sent = serde_json::to_vec(&vmm_plan)
             .map_err(std::io::Error::other)
             .and_then(|json| stdin.write_all(&json));
         if let Err(e) = sent {
@@ -239,9 +301,14 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
         .map(|o| o.name.len())
         .max()
         .unwrap_or(0);
+    let links = partition
+        .links
+        .iter()
+        .map(|l| SharedLink::create(l).map_err(|e| SupervisorError::Link(l.a.clone(), e)))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut running: Vec<Running> = Vec::new();
     for idx in 0..partition.oslets.len() {
-        match spawn_one(partition, idx, width, opts, t0) {
+        match spawn_one(partition, &links, idx, width, opts, t0) {
             Ok(r) => running.push(r),
             Err(e) => {
                 for r in &running {
@@ -268,6 +335,10 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
         for r in running.iter_mut().filter(|r| r.status.is_none()) {
             if let Ok(Some(st)) = r.child.try_wait() {
                 r.status = Some(st);
+                // Its peers see the link go down (state word + doorbell).
+                for l in &links {
+                    l.mark_down(&r.name);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(5));

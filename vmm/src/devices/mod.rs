@@ -46,6 +46,7 @@ pub struct PioDevices {
     i8042: Mutex<I8042Device<Flag>>,
     marker_seen: AtomicBool,
     unknown: RateLimiter,
+    links: std::sync::OnceLock<Vec<crate::link::LinkAttach>>,
 }
 
 impl PioDevices {
@@ -56,6 +57,7 @@ impl PioDevices {
             i8042: Mutex::new(I8042Device::new(Flag::default())),
             marker_seen: AtomicBool::new(false),
             unknown: RateLimiter::new(5),
+            links: std::sync::OnceLock::new(),
         }
     }
 
@@ -111,12 +113,31 @@ impl PioDevices {
         }
     }
 
-    /// An MMIO access outside any device: reads as all ones, writes are dropped.
+    /// Tells the devices where this OSlet's link windows are (once, before vCPUs run).
+    pub fn set_links(&self, links: Vec<crate::link::LinkAttach>) {
+        let _ = self.links.set(links);
+    }
+
+    /// An MMIO access outside any device: reads as all ones, writes are dropped. A
+    /// write into a link window can only be a write to the peer's read-only section:
+    /// it is dropped (KVM_MEM_READONLY) and reported as this OSlet's error.
     pub fn unhandled_mmio(&self, addr: u64, write: bool) {
-        self.unknown.warn(format_args!(
-            "guest {} unbacked MMIO address {addr:#x}",
-            if write { "wrote" } else { "read" }
-        ));
+        let window = self.links.get().and_then(|links| {
+            links.iter().find(|l| {
+                (l.window_gpa..l.window_gpa + 2 * crate::link::section_bytes(l.ring_bytes))
+                    .contains(&addr)
+            })
+        });
+        match window {
+            Some(l) if write => self.unknown.warn(format_args!(
+                "guest wrote {addr:#x} in the read-only section of its link with {}; the write is dropped",
+                l.peer
+            )),
+            _ => self.unknown.warn(format_args!(
+                "guest {} unbacked MMIO address {addr:#x}",
+                if write { "wrote" } else { "read" }
+            )),
+        }
     }
 
     /// Flushes console output (at exit).
