@@ -107,6 +107,9 @@ fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
 /// The fd number the VMM process finds its event pipe at.
 const CHILD_EVENT_FD: i32 = 3;
 
+/// An fd to dup2 in a VMM process: (number in the supervisor, number in the VMM process).
+type FdMove = (i32, i32);
+
 /// The links of `name`, placed in its guest, with the fd numbers they will have in its
 /// VMM process; and the (supervisor fd, VMM-process fd) pairs to dup2 there.
 /// `above` is the highest fd the caller holds besides the links'.
@@ -114,7 +117,7 @@ fn links_for(
     name: &str,
     links: &[SharedLink],
     above: i32,
-) -> Result<(Vec<LinkAttach>, Vec<(i32, i32)>), SupervisorError> {
+) -> Result<(Vec<LinkAttach>, Vec<FdMove>), SupervisorError> {
     let top = links
         .iter()
         .map(|l| {
