@@ -90,7 +90,7 @@ fn each_oslet_writes_its_console_to_its_own_log_file() {
     assert_eq!(code, 0, "{out}{err}");
     let a = std::fs::read_to_string(dir.path().join("logs/a.log")).unwrap();
     let b = std::fs::read_to_string(dir.path().join("logs/b.log")).unwrap();
-    assert!(a.contains("cmdline \"from-a\""), "{a}");
+    assert!(a.contains("cmdline \"from-a oslet.name=a "), "{a}");
     assert!(b.contains("ready, 2/2 cpus online"), "{b}");
     assert!(
         lines_of(&out, "b").is_empty(),
