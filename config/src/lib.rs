@@ -65,6 +65,9 @@
 //! - `cmdline` (string, optional): the kernel command line, at most 2047 bytes, no NUL.
 //!   When it is absent, a Linux kernel gets `console=ttyS0 reboot=k panic=1 pci=off`
 //!   and the test kernel an empty line; when it is given, it is used as written.
+//! - `restart` (optional): `"never"` (the default) or `"on-failure"`: when the guest
+//!   crashes, powers off with a non-zero status, or its VMM process dies, the
+//!   supervisor starts it again, at most `restart_limit` times (default 3).
 //! - `console` (optional): `"terminal"` (the default: each line on the terminal
 //!   prefixed with the OSlet's name, and in the log file), `"log"` (the log file only)
 //!   or `"off"`.
@@ -125,7 +128,7 @@ use std::io;
 use std::path::Path;
 
 pub use error::{ConfigError, TopologyError};
-pub use partition::{Console, Kernel, KernelFormat, LinkPlan, OsletPlan, Partition};
+pub use partition::{Console, Kernel, KernelFormat, LinkPlan, OsletPlan, Partition, Restart};
 pub use topology::{HostTopology, HugePagePool, NumaNode};
 
 /// Reads, parses, validates and plans the config file at `path` for `host`.

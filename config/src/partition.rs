@@ -68,6 +68,22 @@ pub struct OsletPlan {
     pub console: Console,
     /// `log_dir/<name>.log`.
     pub log_file: PathBuf,
+    /// What the supervisor does when this OSlet's guest or VMM fails.
+    #[serde(default)]
+    pub restart: Restart,
+}
+
+/// An OSlet's restart policy.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Never restart (the default).
+    #[default]
+    Never,
+    /// Restart after a failure (crash, non-zero status, VMM death), at most `limit` times.
+    OnFailure {
+        /// Restarts allowed.
+        limit: u32,
+    },
 }
 
 impl OsletPlan {

@@ -7,7 +7,7 @@ use std::io::{self, Read as _};
 use std::path::{Path, PathBuf};
 
 use crate::error::ConfigError;
-use crate::partition::{Console, Kernel, KernelFormat, OsletPlan, Partition};
+use crate::partition::{Console, Kernel, KernelFormat, OsletPlan, Partition, Restart};
 use crate::raw::{did_you_mean, RawCpus, RawFile, RawHugepages, RawOslet, RawSize};
 use crate::topology::HostTopology;
 use crate::units::{
@@ -23,6 +23,8 @@ pub(crate) const MIN_MEMORY: u64 = 2 * MIB;
 pub(crate) const MAX_CMDLINE: usize = 2047;
 /// `kernel = "builtin:testkernel"`.
 pub(crate) const BUILTIN_TESTKERNEL: &str = "builtin:testkernel";
+/// Restarts allowed by `restart = "on-failure"` without a `restart_limit`.
+pub(crate) const DEFAULT_RESTART_LIMIT: i64 = 3;
 /// `log_dir` when `[host]` does not set one.
 pub(crate) const DEFAULT_LOG_DIR: &str = "oslet-logs";
 
@@ -90,6 +92,7 @@ struct Checked {
     initrd: Option<PathBuf>,
     cmdline: Option<String>,
     console: Console,
+    restart: Restart,
 }
 
 /// Validates `raw` against `host` and places every OSlet.
@@ -154,6 +157,7 @@ pub(crate) fn plan(
             initrd: c.initrd,
             cmdline: c.cmdline,
             console: c.console,
+            restart: c.restart,
         })
         .collect();
     Ok(Partition {
@@ -282,6 +286,42 @@ fn check_oslet(
             ));
         }
     };
+    let restart = match (o.restart.as_deref(), o.restart_limit) {
+        (None | Some("never"), None) => Restart::Never,
+        (None | Some("never"), Some(_)) => {
+            return Err(ctx.invalid(
+                &field("restart_limit"),
+                Problem::new(
+                    "restart_limit needs restart = \"on-failure\"",
+                    "add restart = \"on-failure\", or drop restart_limit",
+                ),
+            ))
+        }
+        (Some("on-failure"), limit) => {
+            let limit = limit.unwrap_or(DEFAULT_RESTART_LIMIT);
+            match u32::try_from(limit) {
+                Ok(l) if l >= 1 => Restart::OnFailure { limit: l },
+                _ => {
+                    return Err(ctx.invalid(
+                        &field("restart_limit"),
+                        Problem::new(
+                            format!("{limit} restarts is not a positive count"),
+                            "use e.g. restart_limit = 3",
+                        ),
+                    ))
+                }
+            }
+        }
+        (Some(other), _) => {
+            return Err(ctx.invalid(
+                &field("restart"),
+                Problem::new(
+                    format!("{other:?} is not a restart policy"),
+                    "use \"never\" (the default) or \"on-failure\"",
+                ),
+            ))
+        }
+    };
     Ok(Checked {
         path,
         name: o.name,
@@ -293,6 +333,7 @@ fn check_oslet(
         initrd,
         cmdline: o.cmdline,
         console,
+        restart,
     })
 }
 

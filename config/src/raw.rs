@@ -62,6 +62,8 @@ pub(crate) struct RawOslet {
     pub initrd: Option<String>,
     pub cmdline: Option<String>,
     pub console: Option<String>,
+    pub restart: Option<String>,
+    pub restart_limit: Option<i64>,
 }
 
 /// `cpus = 8`, `cpus = "0-3,8"` or `cpus = [0, 1, 2, 3]`.
@@ -230,6 +232,8 @@ fn example(field: &str) -> Option<&'static str> {
         "initrd" => "initrd = \"path/to/initrd.img\"",
         "cmdline" => "cmdline = \"console=ttyS0\"",
         "console" => "console = \"terminal\", \"log\" or \"off\"",
+        "restart" => "restart = \"on-failure\"",
+        "restart_limit" => "restart_limit = 3",
         "links" => "a [links] table: mesh = true, ring = \"256KiB\"",
         "link" => "one [[link]] table per link: between = [\"db\", \"app\"]",
         "between" => "between = [\"db\", \"app\"]",
@@ -618,7 +622,8 @@ mod tests {
         assert_eq!(
             err(&format!("[[oslet]]\n{GOOD}shared_dir = \"/srv\"\n")),
             "box.toml:6: oslet[0].shared_dir: unknown field; remove it; the fields here are \
-             name, cpus, memory, numa_node, hugepages, kernel, initrd, cmdline, console"
+             name, cpus, memory, numa_node, hugepages, kernel, initrd, cmdline, console, restart, \
+             restart_limit"
         );
     }
 
@@ -627,7 +632,8 @@ mod tests {
         assert_eq!(
             err(&format!("[[oslet]]\n{GOOD}[oslet.extra]\nx = 1\n")),
             "box.toml:6: oslet[0].extra: unknown field; remove it; the fields here are \
-             name, cpus, memory, numa_node, hugepages, kernel, initrd, cmdline, console"
+             name, cpus, memory, numa_node, hugepages, kernel, initrd, cmdline, console, restart, \
+             restart_limit"
         );
     }
 

@@ -83,6 +83,8 @@ fn bench_layout(file: &Path, runs: usize) -> Result<BootRecord, String> {
         exe,
         quiet: true,
         ready_marker: Some(READY_MARKER.to_string()),
+        socket: None,
+        stay: false,
     };
     let (mut first, mut ready, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {

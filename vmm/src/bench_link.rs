@@ -223,6 +223,8 @@ fn oslet_polled(args: &LinkArgs) -> Result<Vec<Record>, String> {
         exe,
         quiet: true,
         ready_marker: None,
+        socket: None,
+        stay: false,
     };
     let reports = supervisor::up(&partition, &opts).map_err(|e| error_chain(&e))?;
     let _ = std::fs::remove_dir_all(&dir);

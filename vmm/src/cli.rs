@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::events::{Event, EventSink, Outcome};
 use crate::supervisor::{self, UpOptions};
-use crate::{bench, bench_link, kvm, log, oslet, signals, testkernel};
+use crate::{bench, bench_link, control, kvm, log, oslet, signals, testkernel};
 
 /// Exit code for bad input: a config mistake, an unusable /dev/kvm, a bad argument.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -25,13 +25,70 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Boot every OSlet of a partition file and wait until all have ended.
+    /// Boot every OSlet of a partition file and supervise them (in the foreground
+    /// until all have ended, or with --detach in the background until `oslet down`).
     Up {
         /// The partition file (TOML).
         file: PathBuf,
         /// Do not relay the consoles (they still go to the log files).
         #[arg(long)]
         quiet: bool,
+        /// Run the supervisor in the background; its output goes to <log_dir>/supervisor.log.
+        #[arg(long)]
+        detach: bool,
+        /// The control socket (default: $OSLET_SOCKET, $XDG_RUNTIME_DIR/oslet.sock or /tmp/oslet-<uid>.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Keep supervising after every OSlet ended (what --detach runs).
+        #[arg(long, hide = true)]
+        stay: bool,
+    },
+    /// List the OSlets of the running supervisor: state, host CPUs, memory, uptime.
+    Ps {
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop one OSlet (the others keep running).
+    Stop {
+        /// The OSlet.
+        name: String,
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Start a stopped OSlet again.
+    Start {
+        /// The OSlet.
+        name: String,
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Stop and start one OSlet.
+    Restart {
+        /// The OSlet.
+        name: String,
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Print an OSlet's console log (its last 64 KiB).
+    Logs {
+        /// The OSlet.
+        name: String,
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Stop every OSlet and the supervisor; removes the socket.
+    Down {
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Validate a partition file and print the plan: host CPUs, memory, kernel.
     Check {
@@ -112,7 +169,37 @@ pub fn main() -> i32 {
                 EXIT_BAD_INPUT
             }
         },
-        Cmd::Up { file, quiet } => cmd_up(&file, quiet),
+        Cmd::Up {
+            file,
+            quiet,
+            detach,
+            socket,
+            stay,
+        } => {
+            if detach {
+                cmd_detach(&file, socket.as_deref())
+            } else {
+                cmd_up(&file, quiet, socket.as_deref(), stay)
+            }
+        }
+        Cmd::Ps { socket, json } => cmd_ps(socket.as_deref(), json),
+        Cmd::Stop { name, socket } => cmd_call(
+            socket.as_deref(),
+            "POST",
+            &format!("/v1/oslets/{name}/stop"),
+        ),
+        Cmd::Start { name, socket } => cmd_call(
+            socket.as_deref(),
+            "POST",
+            &format!("/v1/oslets/{name}/start"),
+        ),
+        Cmd::Restart { name, socket } => cmd_call(
+            socket.as_deref(),
+            "POST",
+            &format!("/v1/oslets/{name}/restart"),
+        ),
+        Cmd::Logs { name, socket } => cmd_logs(socket.as_deref(), &name),
+        Cmd::Down { socket } => cmd_call(socket.as_deref(), "POST", "/v1/down"),
         Cmd::Bench {
             what: BenchCmd::Boot(args),
         } => bench::boot(&args),
@@ -131,7 +218,7 @@ pub fn main() -> i32 {
     }
 }
 
-fn cmd_up(file: &Path, quiet: bool) -> i32 {
+fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
     let partition = match load_partition(file) {
         Ok(p) => p,
         Err(e) => {
@@ -150,25 +237,253 @@ fn cmd_up(file: &Path, quiet: bool) -> i32 {
             return 1;
         }
     };
+    // The control API: on the socket asked for (busy = error), or on the default one
+    // when it is free (busy = run without an API, so several `oslet up` can coexist).
+    let path = control::socket_path(socket);
+    let socket =
+        if socket.is_some() || stay || std::os::unix::net::UnixStream::connect(&path).is_err() {
+            Some(path)
+        } else {
+            log::warn(format_args!(
+                "{} is served by another supervisor; this one runs without a control API",
+                path.display()
+            ));
+            None
+        };
     let opts = UpOptions {
         exe,
         quiet,
         ready_marker: None,
+        socket,
+        stay,
     };
     match supervisor::up(&partition, &opts) {
         Ok(reports) => {
             let mut failed = false;
             for r in &reports {
-                eprintln!("oslet: {}: {}", r.name, r.outcome);
                 failed |= !r.outcome.success();
             }
             i32::from(failed)
+        }
+        Err(e @ supervisor::SupervisorError::Control(_)) => {
+            eprintln!("oslet: {}", error_chain(&e));
+            EXIT_BAD_INPUT
         }
         Err(e) => {
             eprintln!("oslet: {}", error_chain(&e));
             1
         }
     }
+}
+
+/// `oslet up --detach`: validate here, then run the supervisor in its own session in
+/// the background and return once its control socket answers.
+fn cmd_detach(file: &Path, socket: Option<&Path>) -> i32 {
+    let partition = match load_partition(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("oslet: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if let Err(e) = kvm::open() {
+        eprintln!("oslet: {e}");
+        return EXIT_BAD_INPUT;
+    }
+    let path = control::socket_path(socket);
+    if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+        eprintln!("oslet: {}", error_chain(&control::ControlError::Busy(path)));
+        return EXIT_BAD_INPUT;
+    }
+    let log_path = partition.log_dir.join("supervisor.log");
+    let _ = std::fs::create_dir_all(&partition.log_dir);
+    let log = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("oslet: cannot open {}: {e}", log_path.display());
+            return 1;
+        }
+    };
+    let (Ok(exe), Ok(log2)) = (std::env::current_exe(), log.try_clone()) else {
+        eprintln!("oslet: cannot start the supervisor");
+        return 1;
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg(&partition.source)
+        .arg("--stay")
+        .arg("--socket")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    // SAFETY: setsid is async-signal-safe; the supervisor gets its own session so the
+    // terminal's Ctrl-C and hang-up no longer reach it.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oslet: cannot start the supervisor: {e}");
+            return 1;
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(st)) = child.try_wait() {
+            eprintln!(
+                "oslet: the supervisor ended at once ({st}); see {}",
+                log_path.display()
+            );
+            return 1;
+        }
+        if matches!(control::request(&path, "GET", "/v1/ping"), Ok((200, _))) {
+            println!(
+                "oslet: supervisor {} serving {} (log {})",
+                child.id(),
+                path.display(),
+                log_path.display()
+            );
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!(
+        "oslet: the supervisor did not answer on {} within 20 s; see {}",
+        path.display(),
+        log_path.display()
+    );
+    1
+}
+
+fn api_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+fn cmd_call(socket: Option<&Path>, method: &str, target: &str) -> i32 {
+    let path = control::socket_path(socket);
+    match control::request(&path, method, target) {
+        Ok((200, body)) => {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                if let (Some(n), Some(s)) = (v["name"].as_str(), v["state"].as_str()) {
+                    println!("{n}: {s}");
+                }
+            }
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("oslet: {} (HTTP {status})", api_error(&body));
+            if status == 404 || status == 409 {
+                EXIT_BAD_INPUT
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("oslet: {}", error_chain(&e));
+            1
+        }
+    }
+}
+
+fn cmd_logs(socket: Option<&Path>, name: &str) -> i32 {
+    let path = control::socket_path(socket);
+    match control::request(&path, "GET", &format!("/v1/oslets/{name}/logs")) {
+        Ok((200, body)) => {
+            print!("{body}");
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("oslet: {} (HTTP {status})", api_error(&body));
+            EXIT_BAD_INPUT
+        }
+        Err(e) => {
+            eprintln!("oslet: {}", error_chain(&e));
+            1
+        }
+    }
+}
+
+fn fmt_uptime(s: f64) -> String {
+    let s = s as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s / 60) % 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn cmd_ps(socket: Option<&Path>, json: bool) -> i32 {
+    let path = control::socket_path(socket);
+    let body = match control::request(&path, "GET", "/v1/oslets") {
+        Ok((200, body)) => body,
+        Ok((status, body)) => {
+            eprintln!("oslet: {} (HTTP {status})", api_error(&body));
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("oslet: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    if json {
+        println!("{body}");
+        return 0;
+    }
+    let Ok(serde_json::Value::Array(list)) = serde_json::from_str(&body) else {
+        eprintln!("oslet: unreadable answer from the supervisor");
+        return 1;
+    };
+    println!(
+        "{:<16} {:<9} {:>7} {:<12} {:>9} {:>8} {:>8} {:>10}  LAST EXIT",
+        "NAME", "STATE", "PID", "HOST CPUS", "MEMORY", "UPTIME", "RESTARTS", "EXITS/S"
+    );
+    for o in list {
+        let cpus: Vec<u64> = o["host_cpus"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_u64()).collect())
+            .unwrap_or_default();
+        let cpus = cpus
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        println!(
+            "{:<16} {:<9} {:>7} {:<12} {:>6} MiB {:>8} {:>8} {:>10}  {}",
+            o["name"].as_str().unwrap_or("?"),
+            o["state"].as_str().unwrap_or("?"),
+            o["pid"]
+                .as_u64()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            cpus,
+            o["memory_bytes"].as_u64().unwrap_or(0) >> 20,
+            o["uptime_s"]
+                .as_f64()
+                .map(fmt_uptime)
+                .unwrap_or_else(|| "-".into()),
+            o["restarts"].as_u64().unwrap_or(0),
+            o["vmm_exits_per_s"]
+                .as_f64()
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            o["last_exit"].as_str().unwrap_or("-"),
+        );
+    }
+    0
 }
 
 fn cmd_vmm(config: &Path, name: &str) -> i32 {

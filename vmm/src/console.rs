@@ -17,20 +17,15 @@ pub struct ConsoleSink {
 const MAX_LINE: usize = 4096;
 
 impl ConsoleSink {
-    /// A sink writing to `log_file` (created, truncated) and, if `stdout`, to stdout.
+    /// A sink writing to `log_file` and, if `stdout`, to stdout. The log is appended
+    /// to, so a restarted OSlet's earlier boots stay in it.
     pub fn new(log_file: Option<&Path>, stdout: bool) -> io::Result<Self> {
         let log = match log_file {
             Some(p) => {
                 if let Some(dir) = p.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                Some(
-                    OpenOptions::new()
-                        .create(true)
-                        .write(true)
-                        .truncate(true)
-                        .open(p)?,
-                )
+                Some(OpenOptions::new().create(true).append(true).open(p)?)
             }
             None => None,
         };
@@ -106,5 +101,11 @@ mod tests {
             s.write_all(b"o").unwrap();
         }
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo");
+        // A second boot (a restart) appends: nothing of the first is lost.
+        {
+            let mut s = ConsoleSink::new(Some(&p), false).unwrap();
+            s.write_all(b"\nthree\n").unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "one\ntwo\nthree\n");
     }
 }

@@ -98,6 +98,13 @@ pub enum Event {
         /// CLOCK_MONOTONIC, ns.
         mono_ns: u64,
     },
+    /// Exits that reached the VMM so far (sent about once a second).
+    Stats {
+        /// Total userspace-visible vCPU exits since the VMM started.
+        exits: u64,
+        /// CLOCK_MONOTONIC, ns.
+        mono_ns: u64,
+    },
     /// The OSlet ended.
     Ended {
         /// How.

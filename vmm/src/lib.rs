@@ -6,12 +6,14 @@
 //! process per OSlet, and each runs [`oslet::run`]: [`memory`] → [`vm`] →
 //! [`devices`] → [`boot`] → [`vcpu`] threads.
 
+pub mod api;
 pub mod arch;
 pub mod bench;
 pub mod bench_link;
 pub mod boot;
 pub mod cli;
 pub mod console;
+pub mod control;
 pub mod devices;
 pub mod events;
 pub mod kvm;
@@ -24,6 +26,7 @@ pub mod supervisor;
 pub mod testkernel;
 pub mod vcpu;
 pub mod vm;
+pub mod vmm_process;
 
 /// CLOCK_MONOTONIC in nanoseconds: comparable across the processes of one host.
 pub fn monotonic_ns() -> u64 {

@@ -192,7 +192,16 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     }
     drop(tx);
 
+    let mut last_stats = monotonic_ns();
     let outcome = loop {
+        let now = monotonic_ns();
+        if now.saturating_sub(last_stats) >= 1_000_000_000 {
+            last_stats = now;
+            sink.send(&Event::Stats {
+                exits: devices.exits(),
+                mono_ns: now,
+            });
+        }
         if let Some(signal) = signals::stop_requested() {
             break Outcome::Stopped { signal };
         }

@@ -1,21 +1,20 @@
-//! `oslet up`: one VMM process per OSlet (so a crash stays inside its partition),
-//! their consoles relayed line by line with the OSlet's name in front, their events
-//! collected, and their ends reported. SIGINT/SIGTERM stop every OSlet cleanly.
+//! The supervisor behind `oslet up`: it owns one VMM process per OSlet (so a crash
+//! stays inside its partition, see `vmm_process`), the links' memfds, and the OSlets'
+//! lifecycle: restart policy, and the control API's stop/start/restart/down
+//! (`control`, `api`). SIGINT/SIGTERM stop every OSlet cleanly.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
-use oslet_config::{Console, Partition};
+use oslet_config::{Partition, Restart};
+use serde_json::json;
 
-use crate::events::{Event, Outcome, EVENT_FD_ENV};
-use crate::link::{self, LinkAttach, SharedLink};
-use crate::oslet::VmmPlan;
+use crate::api::{self, Call};
+use crate::control::{self, Pending};
+use crate::events::Outcome;
+use crate::link::{self, SharedLink};
+use crate::vmm_process::{describe_status, lock, spawn_one, Running};
 use crate::{monotonic_ns, signals};
 
 /// Errors starting OSlets.
@@ -33,6 +32,9 @@ pub enum SupervisorError {
     /// A link could not be set up.
     #[error("cannot set up the links of OSlet {0}")]
     Link(String, #[source] link::LinkError),
+    /// The control socket could not be served.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
 }
 
 /// How `up` runs.
@@ -44,6 +46,10 @@ pub struct UpOptions {
     pub quiet: bool,
     /// A console substring that marks an OSlet "ready" (timestamped in the report).
     pub ready_marker: Option<String>,
+    /// Serve the control API here.
+    pub socket: Option<PathBuf>,
+    /// Keep serving after every OSlet has ended, until `down` or a signal.
+    pub stay: bool,
 }
 
 /// What happened to one OSlet.
@@ -63,307 +69,387 @@ pub struct OsletReport {
     pub vmm_rss_kib: Option<u64>,
     /// Every console line, when `quiet` (for tests and benchmarks).
     pub console: Vec<String>,
+    /// Times the supervisor restarted it.
+    pub restarts: u32,
 }
 
-#[derive(Default)]
-struct Shared {
-    outcome: Option<Outcome>,
-    first_instruction_ms: Option<f64>,
-    ready_ms: Option<f64>,
-    vmm_rss_kib: Option<u64>,
-    console: Vec<String>,
+/// Where an OSlet is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Its VMM process runs.
+    Running,
+    /// Asked to stop (API or shutdown); its VMM process is ending.
+    Stopping,
+    /// Stopped through the API, or never restarted after its end.
+    Ended,
 }
 
-struct Running {
-    name: String,
-    child: Child,
-    shared: Arc<Mutex<Shared>>,
-    threads: Vec<JoinHandle<()>>,
-    status: Option<std::process::ExitStatus>,
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), SupervisorError> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid two-int buffer; pipe2 fills it on success.
-    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
-    if r != 0 {
-        return Err(SupervisorError::Pipe(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just created by pipe2 and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The fd number the VMM process finds its event pipe at.
-const CHILD_EVENT_FD: i32 = 3;
-
-/// An fd to dup2 in a VMM process: (number in the supervisor, number in the VMM process).
-type FdMove = (i32, i32);
-
-/// The links of `name`, placed in its guest, with the fd numbers they will have in its
-/// VMM process; and the (supervisor fd, VMM-process fd) pairs to dup2 there.
-/// `above` is the highest fd the caller holds besides the links'.
-fn links_for(
-    name: &str,
-    links: &[SharedLink],
-    above: i32,
-) -> Result<(Vec<LinkAttach>, Vec<FdMove>), SupervisorError> {
-    let top = links
-        .iter()
-        .map(|l| {
-            let (w, r, i) = l.fds_for(name);
-            w.max(r).max(i)
-        })
-        .max()
-        .unwrap_or(0);
-    // Numbers above every fd the supervisor holds, so no dup2 clobbers a source.
-    let mut next = top.max(above).max(CHILD_EVENT_FD) + 1;
-    let mut attach = Vec::new();
-    let mut dups = Vec::new();
-    for l in links {
-        let Some((side, peer)) = l.side_of(name) else {
-            continue;
-        };
-        let (w, r, i) = l.fds_for(name);
-        let (wd, rd, id) = (next, next + 1, next + 2);
-        next += 3;
-        dups.extend([(w, wd), (r, rd), (i, id)]);
-        attach.push(LinkAttach {
-            peer: peer.to_string(),
-            side: side.to_string(),
-            ring_bytes: l.ring_bytes,
-            window_fd: wd,
-            ring_fd: rd,
-            irq_fd: id,
-            window_gpa: 0,
-            doorbell_gpa: 0,
-            gsi: 0,
-        });
-    }
-    link::place(name, &mut attach).map_err(|e| SupervisorError::Link(name.to_string(), e))?;
-    Ok((attach, dups))
-}
-
-fn spawn_one(
-    partition: &Partition,
-    links: &[SharedLink],
+/// One OSlet's slot in the supervisor.
+struct Slot {
     idx: usize,
-    width: usize,
-    opts: &UpOptions,
-    t0: u64,
-) -> Result<Running, SupervisorError> {
-    let plan = &partition.oslets[idx];
-    let name = plan.name.clone();
-    let (ev_read, ev_write) = pipe()?;
-    let ev_write_raw = ev_write.as_raw_fd();
-    let (attach, dups) = links_for(&name, links, ev_write_raw.max(ev_read.as_raw_fd()))?;
-    let vmm_plan = VmmPlan {
-        oslet: plan.clone(),
-        links: attach,
-    };
-    let mut cmd = Command::new(&opts.exe);
-    cmd.arg("__vmm")
-        .arg("--config")
-        .arg(&partition.source)
-        .arg("--name")
-        .arg(&name)
-        .env(EVENT_FD_ENV, CHILD_EVENT_FD.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2,
-    // which is async-signal-safe; every source fd stays open in the parent until after
-    // spawn returns (the event pipe's write end and the links' fds, held by `links`).
-    unsafe {
-        // Link fds first: their targets lie above every source, so nothing is
-        // clobbered; then the event pipe onto fd 3 (which may have been a link source).
-        cmd.pre_exec(move || {
-            for &(from, to) in &dups {
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if libc::dup2(ev_write_raw, CHILD_EVENT_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| SupervisorError::Spawn(name.clone(), e))?;
-    drop(ev_write);
-    // The VMM process gets its plan, as validated here, as JSON on stdin: it must not
-    // validate the file again against a host whose free resources (huge pages) the
-    // other OSlets are taking meanwhile.
-    if let Some(mut stdin) = child.stdin.take() {
-        let sent = serde_json::to_vec(&vmm_plan)
-            .map_err(std::io::Error::other)
-            .and_then(|json| stdin.write_all(&json));
-        if let Err(e) = sent {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(SupervisorError::Spawn(name, e));
-        }
-    }
-    let pid = child.id();
-    let shared = Arc::new(Mutex::new(Shared::default()));
-    let mut threads = Vec::new();
+    name: String,
+    phase: Phase,
+    run: Option<Running>,
+    pid: u32,
+    started: Instant,
+    restarts: u32,
+    last: Option<Outcome>,
+    report: Option<OsletReport>,
+    /// Replies owed when the current VMM process has ended (stop, restart, down).
+    waiting: Vec<(Call, mpsc::Sender<Vec<u8>>)>,
+    /// Start again once ended (restart).
+    start_after_stop: bool,
+    /// Its last end was asked for (stop, down): "stopped" rather than "ended".
+    stopped: bool,
+}
 
-    if let Some(stdout) = child.stdout.take() {
-        let shared = Arc::clone(&shared);
-        let relay = plan.console == Console::Terminal && !opts.quiet;
-        let keep = opts.quiet;
-        let marker = opts.ready_marker.clone();
-        let label = format!("{name:<width$}");
-        threads.push(std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+struct Supervisor<'a> {
+    partition: &'a Partition,
+    opts: &'a UpOptions,
+    links: Vec<SharedLink>,
+    slots: Vec<Slot>,
+    width: usize,
+    t0: u64,
+    down: Option<Vec<mpsc::Sender<Vec<u8>>>>,
+}
+
+fn json_response(status: u16, v: &serde_json::Value) -> Vec<u8> {
+    api::response(status, "application/json", v.to_string().as_bytes())
+}
+
+fn terminate(r: &Running) {
+    // SAFETY: kill(2) on a child pid we spawned and have not reaped.
+    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
+}
+
+impl Supervisor<'_> {
+    fn start(&mut self, i: usize) -> Result<(), SupervisorError> {
+        let idx = self.slots[i].idx;
+        let run = spawn_one(
+            self.partition,
+            &self.links,
+            idx,
+            self.width,
+            self.opts,
+            self.t0,
+        )?;
+        let s = &mut self.slots[i];
+        s.pid = run.child.id();
+        s.run = Some(run);
+        s.phase = Phase::Running;
+        s.started = Instant::now();
+        s.stopped = false;
+        Ok(())
+    }
+
+    fn status_json(&self, s: &Slot) -> serde_json::Value {
+        let plan = &self.partition.oslets[s.idx];
+        let (exits_per_s, state) = match (&s.run, s.phase) {
+            (Some(r), Phase::Running) => (lock(&r.shared).exits_per_s, "running"),
+            (Some(_), _) => (None, "stopping"),
+            (None, _) => (
+                None,
+                match &s.last {
+                    None => "stopped",
+                    Some(_) if s.stopped => "stopped",
+                    Some(o) if o.success() => "ended",
+                    Some(_) => "failed",
+                },
+            ),
+        };
+        json!({
+            "name": s.name,
+            "state": state,
+            "pid": s.run.as_ref().map(|_| s.pid),
+            "host_cpus": plan.host_cpus,
+            "vcpus": plan.vcpus(),
+            "memory_bytes": plan.memory_bytes,
+            "uptime_s": s.run.as_ref().map(|_| s.started.elapsed().as_secs_f64()),
+            "restarts": s.restarts,
+            "vmm_exits_per_s": exits_per_s,
+            "last_exit": s.last.as_ref().map(|o| o.to_string()),
+        })
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == name)
+    }
+
+    fn unknown(&self, name: &str) -> Vec<u8> {
+        let names: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+        api::error_response(
+            404,
+            &format!(
+                "no OSlet named {name:?}; the OSlets are {}",
+                names.join(", ")
+            ),
+        )
+    }
+
+    fn handle(&mut self, p: Pending) {
+        let reply = |r: Vec<u8>| {
+            let _ = p.reply.send(r);
+        };
+        match &p.call {
+            Call::Ping => reply(json_response(200, &json!({ "ok": true }))),
+            Call::List => {
+                let v: Vec<_> = self.slots.iter().map(|s| self.status_json(s)).collect();
+                reply(json_response(200, &serde_json::Value::Array(v)));
+            }
+            Call::Show(n) => match self.find(n) {
+                Some(i) => reply(json_response(200, &self.status_json(&self.slots[i]))),
+                None => reply(self.unknown(n)),
+            },
+            Call::Logs(n) => match self.find(n) {
+                None => reply(self.unknown(n)),
+                Some(i) => {
+                    let path = &self.partition.oslets[self.slots[i].idx].log_file;
+                    let text = std::fs::read(path).unwrap_or_default();
+                    let tail = &text[text.len().saturating_sub(64 * 1024)..];
+                    reply(api::response(200, "text/plain; charset=utf-8", tail));
                 }
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if let Some(m) = &marker {
-                    if line.contains(m.as_str()) {
-                        let mut s = lock(&shared);
-                        if s.ready_ms.is_none() {
-                            s.ready_ms = Some((monotonic_ns().saturating_sub(t0)) as f64 / 1e6);
-                            s.vmm_rss_kib = rss_kib(pid);
+            },
+            Call::Stop(n) | Call::Restart(n) => match self.find(n) {
+                None => reply(self.unknown(n)),
+                Some(i) => {
+                    let restart = matches!(p.call, Call::Restart(_));
+                    let s = &mut self.slots[i];
+                    match (&s.run, s.phase) {
+                        (Some(r), Phase::Running) => {
+                            terminate(r);
+                            s.phase = Phase::Stopping;
+                            s.start_after_stop = restart;
+                            s.waiting.push((p.call.clone(), p.reply));
+                        }
+                        (Some(_), _) => {
+                            s.start_after_stop |= restart;
+                            s.waiting.push((p.call.clone(), p.reply));
+                        }
+                        (None, _) if restart => {
+                            let r = match self.start(i) {
+                                Ok(()) => json_response(200, &self.status_json(&self.slots[i])),
+                                Err(e) => api::error_response(500, &crate::cli::error_chain(&e)),
+                            };
+                            reply(r);
+                        }
+                        (None, _) => {
+                            reply(api::error_response(409, &format!("{n} is not running")))
                         }
                     }
                 }
-                if relay {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{label} | {line}");
+            },
+            Call::Start(n) => match self.find(n) {
+                None => reply(self.unknown(n)),
+                Some(i) if self.slots[i].run.is_some() => reply(api::error_response(
+                    409,
+                    &format!("{n} is already running; use restart"),
+                )),
+                Some(i) => {
+                    let r = match self.start(i) {
+                        Ok(()) => json_response(200, &self.status_json(&self.slots[i])),
+                        Err(e) => api::error_response(500, &crate::cli::error_chain(&e)),
+                    };
+                    reply(r);
                 }
-                if keep {
-                    lock(&shared).console.push(line.to_string());
-                }
+            },
+            Call::Down => {
+                self.stop_all();
+                self.down.get_or_insert_with(Vec::new).push(p.reply);
             }
-        }));
+        }
     }
-    {
-        let shared = Arc::clone(&shared);
-        // SAFETY: ev_read is an OwnedFd we own; converting it into a File transfers ownership.
-        let file = std::fs::File::from(ev_read);
-        threads.push(std::thread::spawn(move || {
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(Event::FirstInstruction { mono_ns }) => {
-                        lock(&shared).first_instruction_ms =
-                            Some(mono_ns.saturating_sub(t0) as f64 / 1e6);
+
+    fn stop_all(&mut self) {
+        for s in &mut self.slots {
+            s.start_after_stop = false;
+            if let Some(r) = &s.run {
+                if s.phase == Phase::Running {
+                    terminate(r);
+                }
+                s.phase = Phase::Stopping;
+            }
+        }
+    }
+
+    /// Reaps ended VMM processes, marks their links down, applies restart policies.
+    fn reap(&mut self) {
+        for i in 0..self.slots.len() {
+            let ended = match self.slots[i].run.as_mut() {
+                Some(r) => {
+                    matches!(r.child.try_wait(), Ok(Some(st)) if { r.status = Some(st); true })
+                }
+                None => false,
+            };
+            if !ended {
+                continue;
+            }
+            let Some(run) = self.slots[i].run.take() else {
+                continue;
+            };
+            for l in &self.links {
+                l.mark_down(&run.name);
+            }
+            let report = finish(run, self.slots[i].restarts);
+            let outcome = report.outcome.clone();
+            let name = self.slots[i].name.clone();
+            let policy = self.partition.oslets[self.slots[i].idx].restart;
+            let s = &mut self.slots[i];
+            let asked = s.phase == Phase::Stopping;
+            s.phase = Phase::Ended;
+            s.stopped = asked;
+            s.last = Some(outcome.clone());
+            s.report = Some(report);
+            if !self.opts.quiet || !outcome.success() {
+                crate::log::info(format_args!("{name}: {outcome}"));
+            }
+            let mut again = false;
+            if s.start_after_stop {
+                s.start_after_stop = false;
+                again = true;
+            } else if !asked
+                && !outcome.success()
+                && self.down.is_none()
+                && signals::stop_requested().is_none()
+            {
+                if let Restart::OnFailure { limit } = policy {
+                    if s.restarts < limit {
+                        s.restarts += 1;
+                        crate::log::info(format_args!(
+                            "{name}: restarting ({} of {limit})",
+                            s.restarts
+                        ));
+                        again = true;
+                    } else {
+                        crate::log::info(format_args!(
+                            "{name}: not restarted: {limit} restarts used"
+                        ));
                     }
-                    Ok(Event::Ended { outcome }) => lock(&shared).outcome = Some(outcome),
-                    Ok(Event::Started { .. }) => {}
-                    Err(_) => crate::log::warn(format_args!(
-                        "unreadable event from a VMM process: {line}"
-                    )),
                 }
             }
-        }));
+            if again {
+                if let Err(e) = self.start(i) {
+                    crate::log::warn(format_args!(
+                        "{name}: cannot restart: {}",
+                        crate::cli::error_chain(&e)
+                    ));
+                }
+            }
+            let waiting = std::mem::take(&mut self.slots[i].waiting);
+            for (_, tx) in waiting {
+                let _ = tx.send(json_response(200, &self.status_json(&self.slots[i])));
+            }
+        }
     }
-    Ok(Running {
-        name,
-        child,
-        shared,
-        threads,
-        status: None,
-    })
+
+    fn any_running(&self) -> bool {
+        self.slots.iter().any(|s| s.run.is_some())
+    }
 }
 
-fn describe_status(status: std::process::ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit code {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "unknown status".to_string(),
+/// Collects a finished VMM process's report (its relay threads end with it).
+fn finish(r: Running, restarts: u32) -> OsletReport {
+    for t in r.threads {
+        let _ = t.join();
+    }
+    let mut s = lock(&r.shared);
+    let status = r.status.map(describe_status).unwrap_or_default();
+    OsletReport {
+        name: r.name,
+        pid: r.child.id(),
+        outcome: s.outcome.take().unwrap_or(Outcome::Died { status }),
+        first_instruction_ms: s.first_instruction_ms,
+        ready_ms: s.ready_ms,
+        vmm_rss_kib: s.vmm_rss_kib,
+        console: std::mem::take(&mut s.console),
+        restarts,
     }
 }
 
-/// Starts every OSlet of `partition` and waits until all have ended.
+/// Starts every OSlet of `partition` and supervises them: until all have ended (or,
+/// with `opts.stay`, until `down` or a signal). Returns each OSlet's last report.
 pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, SupervisorError> {
     signals::install_stop_handlers().map_err(SupervisorError::Signals)?;
-    let t0 = monotonic_ns();
-    let width = partition
-        .oslets
-        .iter()
-        .map(|o| o.name.len())
-        .max()
-        .unwrap_or(0);
+    let (tx, rx): (mpsc::Sender<Pending>, Receiver<Pending>) = mpsc::channel();
+    let server = match &opts.socket {
+        Some(path) => Some(control::serve(path, tx)?),
+        None => {
+            drop(tx);
+            None
+        }
+    };
     let links = partition
         .links
         .iter()
         .map(|l| SharedLink::create(l).map_err(|e| SupervisorError::Link(l.a.clone(), e)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut running: Vec<Running> = Vec::new();
-    for idx in 0..partition.oslets.len() {
-        match spawn_one(partition, &links, idx, width, opts, t0) {
-            Ok(r) => running.push(r),
-            Err(e) => {
-                for r in &running {
-                    // SAFETY: kill(2) on a child pid we spawned and have not reaped.
-                    unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
-                }
-                for r in &mut running {
-                    let _ = r.child.wait();
-                }
-                return Err(e);
+    let mut sup = Supervisor {
+        partition,
+        opts,
+        links,
+        slots: partition
+            .oslets
+            .iter()
+            .enumerate()
+            .map(|(idx, o)| Slot {
+                idx,
+                name: o.name.clone(),
+                phase: Phase::Ended,
+                run: None,
+                pid: 0,
+                started: Instant::now(),
+                restarts: 0,
+                last: None,
+                report: None,
+                waiting: Vec::new(),
+                start_after_stop: false,
+                stopped: false,
+            })
+            .collect(),
+        width: partition
+            .oslets
+            .iter()
+            .map(|o| o.name.len())
+            .max()
+            .unwrap_or(0),
+        t0: monotonic_ns(),
+        down: None,
+    };
+    for i in 0..sup.slots.len() {
+        if let Err(e) = sup.start(i) {
+            sup.stop_all();
+            while sup.any_running() {
+                sup.reap();
+                std::thread::sleep(Duration::from_millis(5));
             }
+            return Err(e);
         }
     }
 
-    let mut forwarded = false;
-    while running.iter().any(|r| r.status.is_none()) {
-        if !forwarded && signals::stop_requested().is_some() {
-            forwarded = true;
-            for r in running.iter().filter(|r| r.status.is_none()) {
-                // SAFETY: kill(2) on a child pid we spawned and have not reaped.
-                unsafe { libc::kill(r.child.id() as i32, libc::SIGTERM) };
-            }
+    let mut stopping = false;
+    loop {
+        if !stopping && signals::stop_requested().is_some() {
+            stopping = true;
+            sup.stop_all();
         }
-        for r in running.iter_mut().filter(|r| r.status.is_none()) {
-            if let Ok(Some(st)) = r.child.try_wait() {
-                r.status = Some(st);
-                // Its peers see the link go down (state word + doorbell).
-                for l in &links {
-                    l.mark_down(&r.name);
+        while let Ok(p) = rx.try_recv() {
+            sup.handle(p);
+        }
+        sup.reap();
+        if !sup.any_running() {
+            if let Some(replies) = sup.down.take() {
+                for r in replies {
+                    let _ = r.send(json_response(200, &json!({ "down": true })));
                 }
+                break;
+            }
+            if !opts.stay || stopping {
+                break;
             }
         }
-        std::thread::sleep(Duration::from_millis(5));
+        let _ = rx
+            .recv_timeout(Duration::from_millis(5))
+            .map(|p| sup.handle(p));
     }
-
-    let mut reports = Vec::new();
-    for r in running {
-        for t in r.threads {
-            let _ = t.join();
-        }
-        let mut s = lock(&r.shared);
-        let status = r.status.map(describe_status).unwrap_or_default();
-        let outcome = s.outcome.take().unwrap_or(Outcome::Died { status });
-        reports.push(OsletReport {
-            name: r.name,
-            pid: r.child.id(),
-            outcome,
-            first_instruction_ms: s.first_instruction_ms,
-            ready_ms: s.ready_ms,
-            vmm_rss_kib: s.vmm_rss_kib,
-            console: std::mem::take(&mut s.console),
-        });
-    }
-    Ok(reports)
+    drop(server);
+    Ok(sup.slots.into_iter().filter_map(|s| s.report).collect())
 }

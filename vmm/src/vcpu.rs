@@ -169,7 +169,11 @@ fn run_loop(
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let exit = match vcpu.run() {
+        let result = vcpu.run();
+        if result.is_ok() {
+            devices.count_exit();
+        }
+        let exit = match result {
             Ok(VcpuExit::IoOut(port, data)) => match devices.write(port, data) {
                 IoAction::None => None,
                 IoAction::PowerOff(s) => Some(GuestExit::PowerOff(s)),

@@ -356,3 +356,40 @@ fn no_input_makes_the_parser_panic() {
         }
     }
 }
+
+#[test]
+fn restart_policy_parses_with_a_default_limit_and_refuses_nonsense() {
+    let host = super::host(4);
+    let base =
+        "[[oslet]]\nname = \"x\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\n";
+    let p = crate::parse_str(
+        &format!("{base}restart = \"on-failure\"\n"),
+        std::path::Path::new("/t/box.toml"),
+        &host,
+    )
+    .unwrap();
+    assert_eq!(p.oslets[0].restart, crate::Restart::OnFailure { limit: 3 });
+    let p = crate::parse_str(base, std::path::Path::new("/t/box.toml"), &host).unwrap();
+    assert_eq!(p.oslets[0].restart, crate::Restart::Never);
+    let e = crate::parse_str(
+        &format!("{base}restart = \"always\"\n"),
+        std::path::Path::new("/t/box.toml"),
+        &host,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/t/box.toml: oslet \"x\".restart: \"always\" is not a restart policy; use \"never\" (the default) or \"on-failure\""
+    );
+    let e = crate::parse_str(
+        &format!("{base}restart_limit = 2\n"),
+        std::path::Path::new("/t/box.toml"),
+        &host,
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("restart_limit needs restart = \"on-failure\""),
+        "{e}"
+    );
+}

@@ -47,6 +47,7 @@ pub struct PioDevices {
     marker_seen: AtomicBool,
     unknown: RateLimiter,
     links: std::sync::OnceLock<Vec<crate::link::LinkAttach>>,
+    exits: std::sync::atomic::AtomicU64,
 }
 
 impl PioDevices {
@@ -58,6 +59,7 @@ impl PioDevices {
             marker_seen: AtomicBool::new(false),
             unknown: RateLimiter::new(5),
             links: std::sync::OnceLock::new(),
+            exits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -111,6 +113,16 @@ impl PioDevices {
             }
             _ => data.fill(0xff),
         }
+    }
+
+    /// Counts one vCPU exit that reached the VMM.
+    pub fn count_exit(&self) {
+        self.exits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// vCPU exits that reached the VMM so far.
+    pub fn exits(&self) -> u64 {
+        self.exits.load(Ordering::Relaxed)
     }
 
     /// Tells the devices where this OSlet's link windows are (once, before vCPUs run).

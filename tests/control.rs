@@ -1,0 +1,362 @@
+//! End-to-end: the supervisor's lifecycle and control API, on real KVM: detached
+//! `oslet up`, `ps`, `stop`, `start`, restart on failure after a SIGKILLed VMM,
+//! `logs`, `down`; every documented API call through `curl --unix-socket`; a busy
+//! socket; and 1,000 requests from 8 concurrent clients.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{kvm_or_skip, run, write_config};
+
+struct Box {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    sock: PathBuf,
+}
+
+impl Box {
+    fn up(test: &str) -> Option<Self> {
+        if !kvm_or_skip(test) {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = write_config(
+            dir.path(),
+            "box.toml",
+            "[host]\noversubscribe = true\nlog_dir = \"logs\"\n\
+             [[oslet]]\nname = \"alpha\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+             [[oslet]]\nname = \"beta\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+             restart = \"on-failure\"\nrestart_limit = 2\n",
+        );
+        let sock = dir.path().join("oslet.sock");
+        let (code, out, err) = run(&[
+            "up",
+            "--detach",
+            cfg.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("serving"), "{out}");
+        Some(Box { dir, cfg, sock })
+    }
+
+    fn oslet(&self, args: &[&str]) -> (i32, String, String) {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--socket", self.sock.to_str().unwrap()]);
+        run(&a)
+    }
+
+    fn ps(&self) -> serde_json::Value {
+        let (code, out, err) = self.oslet(&["ps", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn state(&self, name: &str) -> (String, u64) {
+        let ps = self.ps();
+        let o = ps
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap()
+            .clone();
+        (
+            o["state"].as_str().unwrap().to_string(),
+            o["restarts"].as_u64().unwrap(),
+        )
+    }
+
+    /// Waits until `name` shows `state` with `restarts`, up to 20 s.
+    fn wait_state(&self, name: &str, state: &str, restarts: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.state(name);
+            if now == (state.to_string(), restarts) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed {now:?}, wanted {state} with {restarts} restarts"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("logs/{name}.log")))
+            .unwrap_or_default()
+    }
+
+    fn wait_halted(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.log(name).contains("halting without power-off") {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never halted: {}",
+                self.log(name)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Box {
+    fn drop(&mut self) {
+        // Never leave a supervisor behind, whatever the test did.
+        let _ = run(&["down", "--socket", self.sock.to_str().unwrap()]);
+    }
+}
+
+fn vmm_pid(cfg: &Path, name: &str) -> i32 {
+    let out = std::process::Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("__vmm --config {} --name {name}", cfg.display()),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("VMM pid")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn detached_box_lifecycle_ps_stop_start_restart_on_failure_logs_down() {
+    let Some(b) = Box::up("detached_box_lifecycle_ps_stop_start_restart_on_failure_logs_down")
+    else {
+        return;
+    };
+    b.wait_halted("alpha");
+    b.wait_halted("beta");
+    let ps = b.ps();
+    assert_eq!(ps.as_array().unwrap().len(), 2);
+    for o in ps.as_array().unwrap() {
+        assert_eq!(o["state"], "running", "{ps}");
+        assert_eq!(o["vcpus"], 2);
+        assert_eq!(o["memory_bytes"], 8 << 20);
+    }
+    let (code, table, _) = b.oslet(&["ps"]);
+    assert_eq!(code, 0);
+    assert!(
+        table.starts_with("NAME") && table.contains("alpha") && table.contains("running"),
+        "{table}"
+    );
+
+    // stop one: the other keeps running.
+    let (code, out, err) = b.oslet(&["stop", "alpha"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "alpha: stopped\n");
+    assert_eq!(b.state("alpha").0, "stopped");
+    assert_eq!(b.state("beta").0, "running");
+    // start it again.
+    let (code, _, err) = b.oslet(&["start", "alpha"]);
+    assert_eq!(code, 0, "{err}");
+    b.wait_state("alpha", "running", 0);
+    let (code, _, err) = b.oslet(&["start", "alpha"]);
+    assert_eq!(code, 2, "starting a running OSlet is refused");
+    assert!(err.contains("already running"), "{err}");
+
+    // SIGKILL beta's VMM: the supervisor records it and restarts it (on-failure).
+    b.wait_halted("beta");
+    let pid = vmm_pid(&b.cfg, "beta");
+    // SAFETY: kill(2) on beta's VMM process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    b.wait_state("beta", "running", 1);
+    let ps = b.ps();
+    let beta = ps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "beta")
+        .unwrap();
+    assert_eq!(
+        beta["last_exit"], "VMM process died: killed by signal 9",
+        "{ps}"
+    );
+    assert_ne!(beta["pid"].as_i64().unwrap(), i64::from(pid));
+
+    // restart alpha through the API.
+    let (code, _, err) = b.oslet(&["restart", "alpha"]);
+    assert_eq!(code, 0, "{err}");
+    b.wait_state("alpha", "running", 0);
+
+    b.wait_halted("alpha");
+    let (code, logs, _) = b.oslet(&["logs", "alpha"]);
+    assert_eq!(code, 0);
+    assert!(
+        logs.contains("oslet-testkernel: ready, 2/2 cpus online"),
+        "{logs}"
+    );
+    let (code, _, err) = b.oslet(&["logs", "nobody"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no OSlet named \"nobody\"; the OSlets are alpha, beta"),
+        "{err}"
+    );
+
+    let (code, _, err) = b.oslet(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!b.sock.exists(), "down removes the socket");
+    let (code, _, err) = b.oslet(&["ps"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no oslet supervisor answers here"), "{err}");
+}
+
+fn curl(sock: &Path, method: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-X", method, "--unix-socket", sock.to_str().unwrap()])
+        .args(["-w", "\n%{http_code}", &format!("http://oslet{path}")])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn every_documented_api_call_works_through_curl() {
+    let Some(b) = Box::up("every_documented_api_call_works_through_curl") else {
+        return;
+    };
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "curl is missing in CI");
+        eprintln!("skipped every_documented_api_call_works_through_curl: no curl");
+        return;
+    }
+    b.wait_halted("alpha");
+    let s = &b.sock;
+    assert_eq!(
+        curl(s, "GET", "/v1/ping"),
+        (200, r#"{"ok":true}"#.to_string())
+    );
+    let (code, body) = curl(s, "GET", "/v1/oslets");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let (code, body) = curl(s, "GET", "/v1/oslets/alpha");
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["name"],
+        "alpha"
+    );
+    let (code, body) = curl(s, "GET", "/v1/oslets/alpha/logs");
+    assert_eq!(code, 200);
+    assert!(body.contains("oslet-testkernel: boot"), "{body}");
+    let (code, body) = curl(s, "POST", "/v1/oslets/alpha/stop");
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["state"].clone()
+        ),
+        (200, "stopped".into())
+    );
+    assert_eq!(curl(s, "POST", "/v1/oslets/alpha/stop").0, 409);
+    assert_eq!(curl(s, "POST", "/v1/oslets/alpha/start").0, 200);
+    assert_eq!(curl(s, "POST", "/v1/oslets/alpha/restart").0, 200);
+    assert_eq!(curl(s, "GET", "/v1/oslets/nobody").0, 404);
+    assert_eq!(curl(s, "DELETE", "/v1/oslets/alpha").0, 405);
+    assert_eq!(curl(s, "GET", "/v2/anything").0, 404);
+    // A malformed request: the supervisor answers 400 and keeps serving.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(s).unwrap();
+        c.write_all(b"NONSENSE\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    }
+    assert_eq!(curl(s, "GET", "/v1/ping").0, 200);
+    let (code, body) = curl(s, "POST", "/v1/down");
+    assert_eq!((code, body.as_str()), (200, r#"{"down":true}"#));
+}
+
+#[test]
+fn a_second_supervisor_on_a_busy_socket_is_refused_and_the_first_runs_on() {
+    let Some(b) = Box::up("a_second_supervisor_on_a_busy_socket_is_refused_and_the_first_runs_on")
+    else {
+        return;
+    };
+    let (code, _, err) = run(&[
+        "up",
+        "--detach",
+        b.cfg.to_str().unwrap(),
+        "--socket",
+        b.sock.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("another oslet supervisor is serving this socket"),
+        "{err}"
+    );
+    assert_eq!(b.ps().as_array().unwrap().len(), 2);
+}
+
+fn supervisor_rss_kib(sock: &Path) -> u64 {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "--", &format!("--stay --socket {}", sock.display())])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(out.stdout).unwrap();
+    let pid = pid.split_whitespace().next().expect("supervisor pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_thousand_requests_from_eight_clients_are_all_answered_with_flat_memory() {
+    let Some(b) =
+        Box::up("a_thousand_requests_from_eight_clients_are_all_answered_with_flat_memory")
+    else {
+        return;
+    };
+    b.wait_halted("alpha");
+    let before = supervisor_rss_kib(&b.sock);
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let sock = b.sock.clone();
+            let answered = &answered;
+            s.spawn(move || {
+                for i in 0..125 {
+                    let target = match (t + i) % 3 {
+                        0 => "/v1/oslets".to_string(),
+                        1 => "/v1/oslets/beta".to_string(),
+                        _ => "/v1/ping".to_string(),
+                    };
+                    let (code, _) = oslet_vmm::control::request(&sock, "GET", &target).unwrap();
+                    assert_eq!(code, 200);
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(answered.into_inner(), 1000);
+    let after = supervisor_rss_kib(&b.sock);
+    assert!(
+        after < before + 2048,
+        "supervisor RSS grew from {before} KiB to {after} KiB"
+    );
+    assert_eq!(b.state("alpha").0, "running", "the OSlets are unaffected");
+}
