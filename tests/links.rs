@@ -148,7 +148,7 @@ fn when_a_vmm_is_killed_mid_stream_its_peer_sees_the_link_down_and_lost_nothing(
         "kill.toml",
         &two_oslets("link-stream=100000000", "link-stream=100000000", "64KiB"),
     );
-    let (mut child, mut r) = start(&cfg);
+    let (child, mut r) = start(&cfg);
     let mut seen = Vec::new();
     assert!(
         wait_for(&mut r, "b | oslet-testkernel: link a: ", &mut seen),
