@@ -360,3 +360,68 @@ fn a_thousand_requests_from_eight_clients_are_all_answered_with_flat_memory() {
     );
     assert_eq!(b.state("alpha").0, "running", "the OSlets are unaffected");
 }
+
+#[test]
+fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
+    let Some(b) = Box::up("top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first") else {
+        return;
+    };
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "tmux is missing in CI");
+        eprintln!("skipped top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first: no tmux");
+        return;
+    }
+    b.wait_halted("alpha");
+    b.wait_halted("beta");
+    let session = format!("oslet-top-{}", std::process::id());
+    let cmd = format!(
+        "{} top --socket {}",
+        env!("CARGO_BIN_EXE_oslet"),
+        b.sock.display()
+    );
+    let st = std::process::Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "160",
+            "-y",
+            "30",
+            &cmd,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Two screens: the second has rates.
+    std::thread::sleep(Duration::from_millis(2500));
+    let screen = std::process::Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", &session])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("tmux")
+        .args(["send-keys", "-t", &session, "C-c"])
+        .status();
+    let _ = std::process::Command::new("tmux")
+        .args(["kill-session", "-t", &session])
+        .status();
+    let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
+    let first = screen
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("oslet top: 2 OSlets (2 running)  vCPUs 4  memory 16 MiB"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("alpha") && screen.contains("beta"),
+        "{screen}"
+    );
+    assert!(screen.contains("VCPU BUSY"), "{screen}");
+}

@@ -129,6 +129,8 @@ pub enum Call {
     Down,
     /// `GET /v1/ping`: is the supervisor alive.
     Ping,
+    /// `GET /v1/links`: every link and the bytes each side has sent.
+    Links,
 }
 
 /// Maps a request to a call, or (status, message).
@@ -137,13 +139,14 @@ pub fn route(req: &Request) -> Result<Call, (u16, String)> {
     let call = match (req.method.as_str(), segs.as_slice()) {
         ("GET", ["v1", "ping"]) => Call::Ping,
         ("GET", ["v1", "oslets"]) => Call::List,
+        ("GET", ["v1", "links"]) => Call::Links,
         ("GET", ["v1", "oslets", name]) => Call::Show(name.to_string()),
         ("GET", ["v1", "oslets", name, "logs"]) => Call::Logs(name.to_string()),
         ("POST", ["v1", "oslets", name, "stop"]) => Call::Stop(name.to_string()),
         ("POST", ["v1", "oslets", name, "start"]) => Call::Start(name.to_string()),
         ("POST", ["v1", "oslets", name, "restart"]) => Call::Restart(name.to_string()),
         ("POST", ["v1", "down"]) => Call::Down,
-        (_, ["v1", "ping" | "oslets" | "down", ..]) => {
+        (_, ["v1", "ping" | "oslets" | "links" | "down", ..]) => {
             return Err((
                 405,
                 format!(

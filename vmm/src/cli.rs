@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::events::{Event, EventSink, Outcome};
 use crate::supervisor::{self, UpOptions};
-use crate::{bench, bench_link, control, kvm, log, oslet, signals, testkernel};
+use crate::{bench, bench_link, control, kvm, log, oslet, signals, testkernel, top};
 
 /// Exit code for bad input: a config mistake, an unusable /dev/kvm, a bad argument.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -51,6 +51,15 @@ enum Cmd {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// One live screen for the whole box: totals first, then every OSlet and link.
+    Top {
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Screens to show, one a second (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        iterations: u64,
     },
     /// Stop one OSlet (the others keep running).
     Stop {
@@ -183,6 +192,9 @@ pub fn main() -> i32 {
             }
         }
         Cmd::Ps { socket, json } => cmd_ps(socket.as_deref(), json),
+        Cmd::Top { socket, iterations } => {
+            top::run(&control::socket_path(socket.as_deref()), iterations)
+        }
         Cmd::Stop { name, socket } => cmd_call(
             socket.as_deref(),
             "POST",

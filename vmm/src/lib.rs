@@ -24,6 +24,7 @@ pub mod oslet;
 pub mod signals;
 pub mod supervisor;
 pub mod testkernel;
+pub mod top;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm_process;

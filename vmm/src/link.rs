@@ -212,6 +212,20 @@ impl SharedLink {
         }
     }
 
+    /// Bytes each side has published into its ring so far, modulo 2^32: (A, B).
+    pub fn tx_bytes(&self) -> (u32, u32) {
+        let read = |section: usize| -> u32 {
+            let word = section + off::TX_PROD;
+            if word + 4 > self.len {
+                return 0;
+            }
+            // SAFETY: aligned u32 inside our live mapping; guests access it atomically.
+            let a = unsafe { &*(self.map.add(word) as *const std::sync::atomic::AtomicU32) };
+            a.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        (read(0), read(section_bytes(self.ring_bytes) as usize))
+    }
+
     /// Marks `name`'s side of the window down (its VMM process ended) and rings the
     /// peer, so the peer sees the link go down without waiting for a timeout.
     pub fn mark_down(&self, name: &str) {

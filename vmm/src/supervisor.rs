@@ -192,6 +192,17 @@ impl Supervisor<'_> {
         };
         match &p.call {
             Call::Ping => reply(json_response(200, &json!({ "ok": true }))),
+            Call::Links => {
+                let v: Vec<_> = self
+                    .links
+                    .iter()
+                    .map(|l| {
+                        let (a, b) = l.tx_bytes();
+                        json!({ "a": l.a, "b": l.b, "ring_bytes": l.ring_bytes, "a_tx_bytes": a, "b_tx_bytes": b })
+                    })
+                    .collect();
+                reply(json_response(200, &serde_json::Value::Array(v)));
+            }
             Call::List => {
                 let v: Vec<_> = self.slots.iter().map(|s| self.status_json(s)).collect();
                 reply(json_response(200, &serde_json::Value::Array(v)));

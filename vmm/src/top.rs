@@ -1,0 +1,174 @@
+//! `oslet top`: one live screen for the whole box. Totals come first (every OSlet's
+//! vCPUs, memory, vCPU busy time, exits and link traffic added up), then a line per
+//! OSlet and per link. vCPU busy time is the host CPU time of each VMM's vCPU
+//! threads (from /proc), the exit rate is what the VMMs report, and link traffic is
+//! read from the windows' producer indices by the supervisor.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::control;
+
+/// CPU time (ticks) and count of the vCPU threads of process `pid`.
+fn vcpu_ticks(pid: u64) -> (u64, usize) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    let mut ticks = 0;
+    let mut n = 0;
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.contains("vcpu") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the ")" that ends the command name: utime is 14th, stime 15th overall.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let st: u64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+            ticks += ut + st;
+            n += 1;
+        }
+    }
+    (ticks, n)
+}
+
+fn rss_kib(pid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn get(sock: &Path, target: &str) -> Result<Value, String> {
+    match control::request(sock, "GET", target) {
+        Ok((200, body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
+        Ok((status, body)) => Err(format!("HTTP {status}: {body}")),
+        Err(e) => Err(crate::cli::error_chain(&e)),
+    }
+}
+
+/// Runs `oslet top`: `iterations` screens (0 = until interrupted), one a second.
+pub fn run(sock: &Path, iterations: u64) -> i32 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut prev_ticks: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut prev_links: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut shown = 0u64;
+    loop {
+        let (oslets, links) = match (get(sock, "/v1/oslets"), get(sock, "/v1/links")) {
+            (Ok(o), Ok(l)) => (o, l),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("oslet top: {e}");
+                return 1;
+            }
+        };
+        let now = Instant::now();
+        let mut rows = Vec::new();
+        let (mut t_vcpus, mut t_mem, mut t_rss, mut t_busy, mut t_exits, mut running) =
+            (0u64, 0u64, 0u64, 0f64, 0f64, 0);
+        for o in oslets.as_array().into_iter().flatten() {
+            let name = o["name"].as_str().unwrap_or("?").to_string();
+            let vcpus = o["vcpus"].as_u64().unwrap_or(0);
+            let mem = o["memory_bytes"].as_u64().unwrap_or(0);
+            t_vcpus += vcpus;
+            t_mem += mem;
+            let (busy, rss) = match o["pid"].as_u64() {
+                Some(pid) => {
+                    running += 1;
+                    let (ticks, _) = vcpu_ticks(pid);
+                    let busy = prev_ticks.get(&name).map(|(t0, at)| {
+                        let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
+                        (ticks.saturating_sub(*t0) as f64 / hz) / dt * 100.0
+                    });
+                    prev_ticks.insert(name.clone(), (ticks, now));
+                    (busy, rss_kib(pid))
+                }
+                None => (None, 0),
+            };
+            t_rss += rss;
+            t_busy += busy.unwrap_or(0.0);
+            let exits = o["vmm_exits_per_s"].as_f64();
+            t_exits += exits.unwrap_or(0.0);
+            rows.push(format!(
+                "{:<16} {:<9} {:>5} {:>9} MiB {:>9} KiB {:>10} {:>10}",
+                name,
+                o["state"].as_str().unwrap_or("?"),
+                vcpus,
+                mem >> 20,
+                rss,
+                busy.map(|b| format!("{b:.0}%"))
+                    .unwrap_or_else(|| "-".into()),
+                exits
+                    .map(|e| format!("{e:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+            ));
+        }
+        let mut link_rows = Vec::new();
+        let mut t_link = 0f64;
+        for l in links.as_array().into_iter().flatten() {
+            let key = format!(
+                "{}<->{}",
+                l["a"].as_str().unwrap_or("?"),
+                l["b"].as_str().unwrap_or("?")
+            );
+            let bytes =
+                l["a_tx_bytes"].as_u64().unwrap_or(0) + l["b_tx_bytes"].as_u64().unwrap_or(0);
+            let rate = prev_links.get(&key).map(|(b0, at)| {
+                let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
+                // Producer indices are free-running u32s: a step back is a wrap or a reset.
+                bytes.saturating_sub(*b0) as f64 / dt / (1 << 20) as f64
+            });
+            prev_links.insert(key.clone(), (bytes, now));
+            t_link += rate.unwrap_or(0.0);
+            link_rows.push(format!(
+                "{:<24} {:>12}",
+                key,
+                rate.map(|r| format!("{r:.1} MiB/s"))
+                    .unwrap_or_else(|| "-".into())
+            ));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "\x1b[H\x1b[2J");
+        let _ = writeln!(
+            out,
+            "oslet top: {} OSlets ({running} running)  vCPUs {t_vcpus}  memory {} MiB  VMM RSS {} KiB  vCPU busy {:.0}%  exits/s {:.0}  links {:.1} MiB/s",
+            rows.len(),
+            t_mem >> 20,
+            t_rss,
+            t_busy,
+            t_exits,
+            t_link
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<9} {:>5} {:>13} {:>13} {:>10} {:>10}",
+            "NAME", "STATE", "VCPUS", "MEMORY", "VMM RSS", "VCPU BUSY", "EXITS/S"
+        );
+        for r in rows {
+            let _ = writeln!(out, "{r}");
+        }
+        if !link_rows.is_empty() {
+            let _ = writeln!(out, "\n{:<24} {:>12}", "LINK", "TRAFFIC");
+            for r in link_rows {
+                let _ = writeln!(out, "{r}");
+            }
+        }
+        let _ = out.flush();
+        drop(out);
+        shown += 1;
+        if iterations != 0 && shown >= iterations {
+            return 0;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
