@@ -9,10 +9,19 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The built `oslet` binary.
+/// The built `oslet` binary, with a control socket of its own (tests run in
+/// parallel; each `oslet up` would otherwise try the same default socket).
 pub fn oslet() -> Command {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
     let mut c = Command::new(env!("CARGO_BIN_EXE_oslet"));
     c.current_dir(root());
+    let sock = std::env::temp_dir().join(format!(
+        "oslet-test-{}-{}.sock",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    c.env("OSLET_SOCKET", sock);
     c
 }
 

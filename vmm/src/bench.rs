@@ -85,6 +85,7 @@ fn bench_layout(file: &Path, runs: usize) -> Result<BootRecord, String> {
         ready_marker: Some(READY_MARKER.to_string()),
         socket: None,
         stay: false,
+        socket_optional: false,
     };
     let (mut first, mut ready, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {

@@ -250,24 +250,15 @@ fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
         }
     };
     // The control API: on the socket asked for (busy = error), or on the default one
-    // when it is free (busy = run without an API, so several `oslet up` can coexist).
-    let path = control::socket_path(socket);
-    let socket =
-        if socket.is_some() || stay || std::os::unix::net::UnixStream::connect(&path).is_err() {
-            Some(path)
-        } else {
-            log::warn(format_args!(
-                "{} is served by another supervisor; this one runs without a control API",
-                path.display()
-            ));
-            None
-        };
+    // when it can be had (busy = run without an API, so several `oslet up` coexist).
+    let explicit = socket.is_some() || stay;
     let opts = UpOptions {
         exe,
         quiet,
         ready_marker: None,
-        socket,
+        socket: Some(control::socket_path(socket)),
         stay,
+        socket_optional: !explicit,
     };
     match supervisor::up(&partition, &opts) {
         Ok(reports) => {

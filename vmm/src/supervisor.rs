@@ -50,6 +50,8 @@ pub struct UpOptions {
     pub socket: Option<PathBuf>,
     /// Keep serving after every OSlet has ended, until `down` or a signal.
     pub stay: bool,
+    /// When the socket cannot be served, warn and run without a control API.
+    pub socket_optional: bool,
 }
 
 /// What happened to one OSlet.
@@ -382,7 +384,17 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
     signals::install_stop_handlers().map_err(SupervisorError::Signals)?;
     let (tx, rx): (mpsc::Sender<Pending>, Receiver<Pending>) = mpsc::channel();
     let server = match &opts.socket {
-        Some(path) => Some(control::serve(path, tx)?),
+        Some(path) => match control::serve(path, tx) {
+            Ok(s) => Some(s),
+            Err(e) if opts.socket_optional => {
+                crate::log::warn(format_args!(
+                    "{}; running without a control API",
+                    crate::cli::error_chain(&e)
+                ));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => {
             drop(tx);
             None

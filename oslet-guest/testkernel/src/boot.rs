@@ -4,8 +4,9 @@
 //! /work/shared/KVM-NOTES.md): no int3, no SSE, no popcnt, no xsave.
 //!
 //! Memory map of the boot state (all in the image, so all below
-//! `__kernel_end`): GDT in .rodata; PML4, PDPT, 4 PDs (2 MiB pages, 0-4 GiB)
-//! and the 16 KiB BSP stack in .bss (zeroed here, not trusted to the loader).
+//! `__kernel_end`): GDT in .rodata; PML4, PDPT, 4 PDs (2 MiB pages, 0-4 GiB,
+//! user-accessible) and the 16 KiB BSP stack in .bss (zeroed here, not
+//! trusted to the loader). The ring-3 GDT, TSS and IDT are in ring3.rs.
 
 use core::arch::global_asm;
 
@@ -54,6 +55,7 @@ oslet_pd:
     .balign 16
 oslet_boot_stack:
     .skip 16384
+    .globl oslet_boot_stack_top   /* also ring 0's stack for exceptions from ring 3 */
 oslet_boot_stack_top:
     .popsection
 
@@ -86,15 +88,19 @@ _start32:
     rep stosl
     movl $oslet_boot_stack_top, %esp
 
-    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3 */
-    movl $oslet_pdpt + 3, oslet_pml4
-    movl $oslet_pd + 0x0003, oslet_pdpt
-    movl $oslet_pd + 0x1003, oslet_pdpt + 8
-    movl $oslet_pd + 0x2003, oslet_pdpt + 16
-    movl $oslet_pd + 0x3003, oslet_pdpt + 24
-    /* 2048 PD entries: 2 MiB pages, present, writable (0x83). */
+    /* PML4[0] -> PDPT; PDPT[0..4] -> PD0..PD3. Every level has U/S set
+       (0x7 = present, writable, user): ring-3 code (user.rs) uses the same
+       identity map. No SMEP/SMAP (CR4 = PAE only), so ring 0 is unaffected. */
+    movl $oslet_pdpt + 7, oslet_pml4
+    movl $oslet_pd + 0x0007, oslet_pdpt
+    movl $oslet_pd + 0x1007, oslet_pdpt + 8
+    movl $oslet_pd + 0x2007, oslet_pdpt + 16
+    movl $oslet_pd + 0x3007, oslet_pdpt + 24
+    /* 2048 PD entries: 2 MiB pages, present, writable, user (0x87),
+       write-back: RAM, and the link windows in the 32-bit hole below
+       0xFEC00000, which are RAM (a shared memfd) too. */
     movl $oslet_pd, %edi
-    movl $0x83, %eax
+    movl $0x87, %eax
     xorl %ecx, %ecx
 2:
     movl %eax, (%edi,%ecx,8)
@@ -102,8 +108,9 @@ _start32:
     incl %ecx
     cmpl $2048, %ecx
     jb 2b
-    /* 0xFE000000-0xFFFFFFFF (IOAPIC, HPET, LAPIC, firmware): PCD|PWT. */
-    movl $2032, %ecx
+    /* 0xFEC00000-0xFFFFFFFF (IOAPIC, HPET, LAPIC, firmware): PCD|PWT.
+       (2038 = 0xFEC00000 >> 21; link windows may reach up to 0xFEC00000.) */
+    movl $2038, %ecx
 3:
     orl $0x18, (%edi,%ecx,8)
     incl %ecx

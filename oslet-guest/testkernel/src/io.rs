@@ -65,6 +65,13 @@ pub fn delay(cycles: u64) {
 }
 
 pub fn halt_forever() -> ! {
+    if crate::ring3::cpl() != 0 {
+        // hlt is privileged (#GP in ring 3): spin instead. Ring 3 runs with
+        // IOPL 3 and IF = 0, so nothing interrupts this loop.
+        loop {
+            pause();
+        }
+    }
     loop {
         // SAFETY: stops this CPU with interrupts off.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
@@ -72,7 +79,8 @@ pub fn halt_forever() -> ! {
 }
 
 /// Power off through the isa-debug-exit-compatible port 0xF4 (QEMU exits
-/// with (status << 1) | 1), then halt in case nothing listens there.
+/// with (status << 1) | 1), then halt in case nothing listens there. Works
+/// in ring 3 too (IOPL 3; it spins there instead of halting).
 pub fn poweroff(status: u8) -> ! {
     outb(0xf4, status);
     halt_forever()

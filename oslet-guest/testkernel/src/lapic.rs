@@ -23,6 +23,16 @@ fn mode() -> (bool, u64) {
     (b & (1 << 10) != 0, base)
 }
 
+/// The xAPIC EOI register's address, or None in x2APIC mode (EOI by MSR).
+pub fn eoi_address() -> Option<u64> {
+    let (x2, base) = mode();
+    if x2 {
+        None
+    } else {
+        Some(base + 0xb0)
+    }
+}
+
 /// Enable the APIC (globally and in the SVR, spurious vector 0xFF).
 pub fn init() {
     let b = rdmsr(IA32_APIC_BASE);

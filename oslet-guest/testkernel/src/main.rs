@@ -17,8 +17,10 @@ mod io;
 mod lapic;
 mod mem;
 mod region;
+mod ring3;
 mod smp;
 mod startinfo;
+mod user;
 
 use core::sync::atomic::Ordering;
 use region::Regions;
@@ -109,11 +111,40 @@ pub extern "C" fn kmain(start_info: u64) -> ! {
 
     let online = smp::start_aps(&cpus, &mut reg, bsp);
     say!("ready, ", online, "/", described, " cpus online");
+    // Ring-3 modes (ring3-selftest, link-stream=..., ...): user.rs decides
+    // which, in ring 3, where parsing runs at native speed.
+    if let Some(s) = si
+        .as_ref()
+        .filter(|s| s.has_word_prefix("ring3-") || s.has_word_prefix("link-"))
+    {
+        enter_ring3(&reg, s.cmdline)
+    }
     if word("halt") {
         say!("halting without power-off (\"halt\" on the command line)");
         io::halt_forever()
     }
     io::poweroff(if online == described { 0 } else { 1 })
+}
+
+/// Ring 3's memory: stack (at the top) and buffers, the largest of 16, 8, 4,
+/// 2 MiB that fits in free RAM above the kernel.
+fn enter_ring3(reg: &Regions, cmdline: u64) -> ! {
+    let mut size = 16u64 << 20;
+    while size >= 2 << 20 {
+        if let Some(a) = reg.find(smp::kernel_end(), io::MAPPED_LIMIT, size, 4096) {
+            say!(
+                "entering ring 3 (",
+                size >> 10,
+                " KiB arena at ",
+                Hex(a),
+                ")"
+            );
+            ring3::enter(cmdline, a, size)
+        }
+        size /= 2;
+    }
+    say!("no free memory for the ring-3 arena (2 MiB)");
+    io::poweroff(1)
 }
 
 #[no_mangle]

@@ -150,6 +150,42 @@ impl Out for Bytes {
     }
 }
 
+/// Bytes from a Rust slice (names from the command line), printed like
+/// `Bytes`: non-printable bytes and '"' as '?'.
+pub struct Str<'a>(pub &'a [u8]);
+
+impl Out for Str<'_> {
+    fn out(&self) {
+        for &b in self.0 {
+            putb(if (0x20..0x7f).contains(&b) && b != b'"' {
+                b
+            } else {
+                b'?'
+            });
+        }
+    }
+}
+
+/// Anything with a `Display` impl (the interconnect's errors), through
+/// core::fmt. Used from ring 3 only, where core::fmt's code size and speed
+/// do not matter.
+pub struct Disp<'a>(pub &'a dyn core::fmt::Display);
+
+struct Uart;
+
+impl core::fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        puts(s);
+        Ok(())
+    }
+}
+
+impl Out for Disp<'_> {
+    fn out(&self) {
+        let _ = core::fmt::write(&mut Uart, format_args!("{}", self.0));
+    }
+}
+
 macro_rules! say {
     ($($a:expr),* $(,)?) => {{
         let _g = $crate::serial::lock();

@@ -92,6 +92,8 @@ pub fn start_aps(cpus: &Cpus, reg: &mut Regions, bsp_apic: u32) -> usize {
             continue;
         };
         next = stack + stack_size;
+        // Kept out of later allocations (the ring-3 arena).
+        reg.reserve(stack, stack_size);
         let top = stack + stack_size;
         // SAFETY: free RAM just found, identity-mapped.
         unsafe { core::ptr::write_volatile((top - 16) as usize as *mut u64, index) };

@@ -80,6 +80,33 @@ impl StartInfo {
         n
     }
 
+    /// Whether some whitespace-separated word of the command line starts
+    /// with `prefix`.
+    pub fn has_word_prefix(&self, prefix: &str) -> bool {
+        let w = prefix.as_bytes();
+        let len = self.cmdline_len();
+        let mut at_start = true;
+        let mut i = 0;
+        while i < len {
+            let b = rd8(self.cmdline + i);
+            if at_start && b > b' ' {
+                let mut j = 0;
+                while j < w.len()
+                    && i + (j as u64) < len
+                    && rd8(self.cmdline + i + j as u64) == w[j]
+                {
+                    j += 1;
+                }
+                if j == w.len() {
+                    return true;
+                }
+            }
+            at_start = b <= b' ';
+            i += 1;
+        }
+        false
+    }
+
     /// Whether the command line contains `word` as a whole
     /// whitespace-separated word.
     pub fn has_word(&self, word: &str) -> bool {
