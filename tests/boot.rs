@@ -155,7 +155,6 @@ fn sigint_stops_every_oslet_cleanly() {
     if !kvm_or_skip("sigint_stops_every_oslet_cleanly") {
         return;
     }
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::write_config(
         dir.path(),
@@ -164,30 +163,14 @@ fn sigint_stops_every_oslet_cleanly() {
          [[oslet]]\nname = \"a\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
          [[oslet]]\nname = \"b\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
     );
-    let mut child = common::oslet()
-        .args(["up", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut ready = 0;
-    let mut seen = Vec::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if line.contains("halting without power-off") {
-            ready += 1;
-        }
-        seen.push(line);
-        if ready == 2 {
-            break;
-        }
-    }
-    assert_eq!(ready, 2, "{}", seen.join("\n"));
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let mut up = common::spawn_up(&cfg);
+    assert!(
+        up.wait_for_n("halting without power-off", 2),
+        "{}",
+        up.console()
+    );
+    let (code, err) = up.interrupt();
+    assert_eq!(code, Some(0), "{err}");
     assert!(
         err.contains("a: stopped (signal 15)") && err.contains("b: stopped (signal 15)"),
         "{err}"
@@ -199,7 +182,6 @@ fn a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on() {
     if !kvm_or_skip("a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on") {
         return;
     }
-    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::write_config(
         dir.path(),
@@ -208,59 +190,27 @@ fn a_killed_vmm_process_is_reported_as_died_and_the_other_oslet_runs_on() {
          [[oslet]]\nname = \"victim\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
          [[oslet]]\nname = \"other\"\ncpus = 1\nmemory = \"4MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
     );
-    let mut child = common::oslet()
-        .args(["up", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut halted = 0;
-    let mut line = String::new();
-    while halted < 2 {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        halted += usize::from(line.contains("halting without power-off"));
-    }
-    assert_eq!(halted, 2);
-    // Find the victim's VMM process and SIGKILL it.
-    let pids = String::from_utf8(
-        std::process::Command::new("pgrep")
-            .args([
-                "-f",
-                &format!("__vmm --config {} --name victim", cfg.display()),
-            ])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
-    let pid: i32 = pids
-        .split_whitespace()
-        .next()
-        .expect("victim's VMM pid")
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) on the victim VMM process found above.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut up = common::spawn_up(&cfg);
+    assert!(
+        up.wait_for_n("halting without power-off", 2),
+        "{}",
+        up.console()
+    );
+    // SAFETY: kill(2) on the victim's VMM process.
+    unsafe { libc::kill(common::vmm_pid(&cfg, "victim"), libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(300));
     // The other OSlet is still running: `oslet up` has not returned.
     assert!(
-        child.try_wait().unwrap().is_none(),
+        up.child.try_wait().unwrap().is_none(),
         "oslet up ended when one VMM died"
     );
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = up.interrupt();
     assert!(
         err.contains("victim: VMM process died: killed by signal 9"),
         "{err}"
     );
     assert!(err.contains("other: stopped (signal 15)"), "{err}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(code, Some(1), "{err}");
 }
 
 #[test]
@@ -268,7 +218,6 @@ fn each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it() {
     if !kvm_or_skip("each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it") {
         return;
     }
-    use std::io::{BufRead, BufReader};
     if std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -283,39 +232,9 @@ fn each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it() {
         "pin.toml",
         "[[oslet]]\nname = \"pin\"\ncpus = [1, 0]\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
     );
-    let mut child = common::oslet()
-        .args(["up", cfg.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert_ne!(
-            reader.read_line(&mut line).unwrap(),
-            0,
-            "console ended early"
-        );
-        if line.contains("halting without power-off") {
-            break;
-        }
-    }
-    let pids = std::process::Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("__vmm --config {} --name pin", cfg.display()),
-        ])
-        .output()
-        .unwrap()
-        .stdout;
-    let pid = String::from_utf8(pids).unwrap();
-    let pid = pid
-        .split_whitespace()
-        .next()
-        .expect("the VMM pid")
-        .to_string();
+    let mut up = common::spawn_up(&cfg);
+    assert!(up.wait_for("halting without power-off"), "{}", up.console());
+    let pid = common::vmm_pid(&cfg, "pin");
     let mut affinity = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
@@ -328,9 +247,7 @@ fn each_vcpu_thread_is_pinned_to_the_host_cpu_the_plan_gives_it() {
             .unwrap_or_default();
         affinity.insert(comm.trim().to_string(), cpus);
     }
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let _ = child.wait();
+    let _ = up.interrupt();
     assert_eq!(
         affinity.get("pin-vcpu0").map(String::as_str),
         Some("1"),

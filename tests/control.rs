@@ -111,23 +111,6 @@ impl Drop for Box {
     }
 }
 
-fn vmm_pid(cfg: &Path, name: &str) -> i32 {
-    let out = std::process::Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("__vmm --config {} --name {name}", cfg.display()),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .expect("VMM pid")
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn detached_box_lifecycle_ps_stop_start_restart_on_failure_logs_down() {
     let Some(b) = Box::up("detached_box_lifecycle_ps_stop_start_restart_on_failure_logs_down")
@@ -166,7 +149,7 @@ fn detached_box_lifecycle_ps_stop_start_restart_on_failure_logs_down() {
 
     // SIGKILL beta's VMM: the supervisor records it and restarts it (on-failure).
     b.wait_halted("beta");
-    let pid = vmm_pid(&b.cfg, "beta");
+    let pid = common::vmm_pid(&b.cfg, "beta");
     // SAFETY: kill(2) on beta's VMM process.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     b.wait_state("beta", "running", 1);

@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use common::{kvm_or_skip, lines_of, run, write_config};
 
 fn two_oslets(cmd_a: &str, cmd_b: &str, ring: &str) -> String {
@@ -88,54 +85,6 @@ fn a_four_oslet_mesh_passes_a_token_around_the_ring() {
     }
 }
 
-/// Starts `oslet up` on `cfg` and returns it with a reader of its stdout.
-fn start(cfg: &std::path::Path) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut child = common::oslet()
-        .args(["up", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let r = BufReader::new(child.stdout.take().unwrap());
-    (child, r)
-}
-
-fn wait_for(
-    r: &mut BufReader<std::process::ChildStdout>,
-    pat: &str,
-    seen: &mut Vec<String>,
-) -> bool {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match r.read_line(&mut line) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        seen.push(line.trim_end().to_string());
-        if line.contains(pat) {
-            return true;
-        }
-    }
-}
-
-fn vmm_pid(cfg: &std::path::Path, name: &str) -> i32 {
-    let out = std::process::Command::new("pgrep")
-        .args([
-            "-f",
-            &format!("__vmm --config {} --name {name}", cfg.display()),
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .expect("VMM pid")
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn when_a_vmm_is_killed_mid_stream_its_peer_sees_the_link_down_and_lost_nothing() {
     if !kvm_or_skip("when_a_vmm_is_killed_mid_stream_its_peer_sees_the_link_down_and_lost_nothing")
@@ -148,27 +97,21 @@ fn when_a_vmm_is_killed_mid_stream_its_peer_sees_the_link_down_and_lost_nothing(
         "kill.toml",
         &two_oslets("link-stream=100000000", "link-stream=100000000", "64KiB"),
     );
-    let (child, mut r) = start(&cfg);
-    let mut seen = Vec::new();
+    let mut up = common::spawn_up(&cfg);
     assert!(
-        wait_for(&mut r, "b | oslet-testkernel: link a: ", &mut seen),
+        up.wait_for("b | oslet-testkernel: link a: "),
         "{}",
-        seen.join("\n")
+        up.console()
     );
     // SAFETY: kill(2) on a VMM process of this test's `oslet up`.
-    unsafe { libc::kill(vmm_pid(&cfg, "a"), libc::SIGKILL) };
+    unsafe { libc::kill(common::vmm_pid(&cfg, "a"), libc::SIGKILL) };
     assert!(
-        wait_for(
-            &mut r,
-            "b | oslet-testkernel: link a: peer down after ",
-            &mut seen
-        ),
+        up.wait_for("b | oslet-testkernel: link a: peer down after "),
         "{}",
-        seen.join("\n")
+        up.console()
     );
-    let down = seen.last().cloned().unwrap_or_default();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let down = up.seen.last().cloned().unwrap_or_default();
+    let (_, err) = up.finish();
     // "peer down after N messages, all N valid": N received, every one checked.
     let words: Vec<&str> = down.split_whitespace().collect();
     let n = words
@@ -195,18 +138,14 @@ fn a_peer_scribbling_over_its_section_breaks_the_link_but_not_the_other_oslet() 
         "hostile.toml",
         &two_oslets("link-hostile", "link-stream=100000000", "64KiB"),
     );
-    let (child, mut r) = start(&cfg);
-    let mut seen = Vec::new();
+    let mut up = common::spawn_up(&cfg);
     assert!(
-        wait_for(&mut r, "b | oslet-testkernel: link a: broken: ", &mut seen),
+        up.wait_for("b | oslet-testkernel: link a: broken: "),
         "{}",
-        seen.join("\n")
+        up.console()
     );
     // The scribbler runs until stopped.
-    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = up.interrupt();
     assert!(err.contains("b: powered off (status 0)"), "{err}");
     assert!(err.contains("a: stopped (signal 15)"), "{err}");
 }

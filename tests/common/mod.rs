@@ -71,3 +71,91 @@ pub fn lines_of<'a>(stdout: &'a str, name: &str) -> Vec<&'a str> {
         })
         .collect()
 }
+
+/// A running `oslet up`, with its console read line by line.
+pub struct Up {
+    /// The `oslet up` process.
+    pub child: std::process::Child,
+    lines: std::io::BufReader<std::process::ChildStdout>,
+    /// Every line read so far.
+    pub seen: Vec<String>,
+}
+
+/// Starts `oslet up cfg` with its stdout and stderr piped.
+pub fn spawn_up(cfg: &Path) -> Up {
+    let mut child = oslet()
+        .args(["up", cfg.to_str().expect("UTF-8 path")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start oslet up");
+    let lines = std::io::BufReader::new(child.stdout.take().expect("piped stdout"));
+    Up {
+        child,
+        lines,
+        seen: Vec::new(),
+    }
+}
+
+impl Up {
+    /// Reads until `n` lines containing `pat` have been seen (counting earlier ones
+    /// read by this call only); false if the console ended first.
+    pub fn wait_for_n(&mut self, pat: &str, n: usize) -> bool {
+        use std::io::BufRead;
+        let mut hits = 0;
+        let mut line = String::new();
+        while hits < n {
+            line.clear();
+            match self.lines.read_line(&mut line) {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+            hits += usize::from(line.contains(pat));
+            self.seen.push(line.trim_end().to_string());
+        }
+        true
+    }
+
+    /// Reads until a line containing `pat`; false if the console ended first.
+    pub fn wait_for(&mut self, pat: &str) -> bool {
+        self.wait_for_n(pat, 1)
+    }
+
+    /// The console so far, for assertion messages.
+    pub fn console(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits: (exit code, stderr).
+    pub fn interrupt(self) -> (Option<i32>, String) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
+    /// Waits for `oslet up` to end: (exit code, stderr).
+    pub fn finish(self) -> (Option<i32>, String) {
+        drop(self.lines);
+        let out = self.child.wait_with_output().expect("wait for oslet up");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// The pid of OSlet `name`'s VMM process started for `cfg`.
+pub fn vmm_pid(cfg: &Path, name: &str) -> i32 {
+    let out = Command::new("pgrep")
+        .args([
+            "-f",
+            &format!("__vmm --config {} --name {name}", cfg.display()),
+        ])
+        .output()
+        .expect("run pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the VMM process's pid")
+}
