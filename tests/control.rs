@@ -387,12 +387,16 @@ fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
         .args(["capture-pane", "-p", "-t", &session])
         .output()
         .unwrap();
-    let _ = std::process::Command::new("tmux")
-        .args(["send-keys", "-t", &session, "C-c"])
-        .status();
-    let _ = std::process::Command::new("tmux")
-        .args(["kill-session", "-t", &session])
-        .status();
+    // Ctrl-C ends top and with it the session; kill-session covers a top that lingers.
+    for args in [
+        ["send-keys", "-t", &session, "C-c"].as_slice(),
+        &["kill-session", "-t", &session],
+    ] {
+        let _ = std::process::Command::new("tmux")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
     let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
     let first = screen
         .lines()
