@@ -149,3 +149,46 @@ fn a_peer_scribbling_over_its_section_breaks_the_link_but_not_the_other_oslet() 
     assert!(err.contains("b: powered off (status 0)"), "{err}");
     assert!(err.contains("a: stopped (signal 15)"), "{err}");
 }
+
+#[test]
+fn a_doorbell_wakes_the_sleeping_peer_through_ioeventfd_and_irqfd() {
+    if !kvm_or_skip("a_doorbell_wakes_the_sleeping_peer_through_ioeventfd_and_irqfd") {
+        return;
+    }
+    // Both sides sleep on an empty ring and are woken by the other's doorbell: a guest
+    // MMIO write that KVM turns into an interrupt in the other VM, no VMM thread.
+    let words = "link-bench-rtts=200 link-bench-wait=doorbell";
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "doorbell.toml",
+        &two_oslets(
+            &format!("link-bench=initiator {words}"),
+            &format!("link-bench=responder {words}"),
+            "256KiB",
+        ),
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let a = lines_of(&out, "a");
+    let stats = a
+        .iter()
+        .find(|l| l.starts_with("oslet-testkernel: bench: doorbells rung "))
+        .unwrap_or_else(|| panic!("no doorbell statistics:\n{out}"));
+    // "bench: doorbells rung R, sleeps S, interrupts I"
+    let num = |key: &str| -> u64 {
+        let w: Vec<&str> = stats.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let i = w.iter().position(|x| *x == key).unwrap();
+        w[i + 1].parse().unwrap()
+    };
+    assert!(
+        num("interrupts") > 0,
+        "the sleeping side was woken by interrupts: {stats}"
+    );
+    assert!(num("rung") > 0, "{stats}");
+    assert!(
+        a.iter().any(|l| l
+            .starts_with("oslet-testkernel: bench {\"case\":\"oslet-doorbell\",\"msg_bytes\":64,")),
+        "{out}"
+    );
+}
