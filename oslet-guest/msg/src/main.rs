@@ -39,7 +39,7 @@ enum Cmd {
     },
     /// Answer PEER's pings (and benchmarks) until it detaches.
     Serve { peer: String },
-    /// The interconnect benchmark against PEER running `oslet-msg serve --bench`.
+    /// Round-trip benchmark against PEER running `oslet-msg serve`; prints a JSON record.
     Bench {
         peer: String,
         #[arg(long, default_value_t = 64)]
