@@ -72,7 +72,24 @@
 //!   prefixed with the OSlet's name, and in the log file), `"log"` (the log file only)
 //!   or `"off"`.
 //!
-//! Relative paths (`kernel`, `initrd`, `log_dir`) start at the directory of the config
+//! ## `[shared_fs]` (optional)
+//!
+//! ```toml
+//! [shared_fs]
+//! path = "shared"      # required: an existing directory, relative to this file
+//! tag = "oslet"        # optional: the virtio-fs tag guests mount (1-36 of [A-Za-z0-9._-])
+//! socket = "v.sock"    # optional: connect to this running vhost-user-fs backend
+//!                      # instead of starting virtiofsd
+//! cache = "never"      # optional: virtiofsd's --cache mode
+//! ```
+//!
+//! Every OSlet gets the directory as one virtio-fs device (virtio-mmio), served by a
+//! `virtiofsd` its VMM process starts. `cache = "never"` (the default) keeps OSlets
+//! that write the same files coherent: every read and write goes to the host file.
+//! `"auto"` and `"always"` let each guest cache data and attributes: faster, but one
+//! OSlet may not see another's writes for a while.
+//!
+//! Relative paths (`kernel`, `initrd`, `log_dir`, `shared_fs.path`, `shared_fs.socket`) start at the directory of the config
 //! file, not the current directory, so a file means the same wherever it is run from.
 //!
 //! ## How CPUs are planned
@@ -118,6 +135,7 @@ mod links;
 mod partition;
 mod plan;
 mod raw;
+mod shared_fs;
 mod topology;
 mod units;
 
@@ -128,7 +146,9 @@ use std::io;
 use std::path::Path;
 
 pub use error::{ConfigError, TopologyError};
-pub use partition::{Console, Kernel, KernelFormat, LinkPlan, OsletPlan, Partition, Restart};
+pub use partition::{
+    Console, FsCache, Kernel, KernelFormat, LinkPlan, OsletPlan, Partition, Restart, SharedFsPlan,
+};
 pub use topology::{HostTopology, HugePagePool, NumaNode};
 
 /// Reads, parses, validates and plans the config file at `path` for `host`.

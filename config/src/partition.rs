@@ -19,6 +19,45 @@ pub struct Partition {
     pub oslets: Vec<OsletPlan>,
     /// The links between OSlets: `[[link]]` entries, then the mesh's, without repeats.
     pub links: Vec<LinkPlan>,
+    /// `[shared_fs]`: the directory every OSlet mounts through virtio-fs.
+    #[serde(default)]
+    pub shared_fs: Option<SharedFsPlan>,
+}
+
+/// The shared filesystem: one host directory served by virtiofsd to every OSlet.
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SharedFsPlan {
+    /// The shared directory; absolute, checked to be a directory.
+    pub path: PathBuf,
+    /// The virtio-fs tag guests mount (1..=36 bytes of `[A-Za-z0-9._-]`).
+    pub tag: String,
+    /// A running vhost-user-fs backend's socket to connect to instead of starting virtiofsd.
+    pub socket: Option<PathBuf>,
+    /// virtiofsd's `--cache` mode.
+    pub cache: FsCache,
+}
+
+/// virtiofsd's cache mode (`--cache=`).
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsCache {
+    /// No guest caching: OSlets writing the same files stay coherent (the default).
+    #[default]
+    Never,
+    /// Cache with timeouts: faster, not coherent across OSlets.
+    Auto,
+    /// Cache forever: fastest, not coherent across OSlets.
+    Always,
+}
+
+impl FsCache {
+    /// The word virtiofsd takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsCache::Never => "never",
+            FsCache::Auto => "auto",
+            FsCache::Always => "always",
+        }
+    }
 }
 
 /// One shared-memory link between two OSlets.
@@ -222,6 +261,18 @@ impl fmt::Display for Partition {
                 l.a,
                 l.b,
                 crate::units::format_size(l.ring_bytes)
+            )?;
+        }
+        if let Some(fs) = &self.shared_fs {
+            writeln!(
+                f,
+                "  shared_fs {}  tag {}  cache {}{}",
+                fs.path.display(),
+                fs.tag,
+                fs.cache.as_str(),
+                fs.socket
+                    .as_ref()
+                    .map_or(String::new(), |s| format!("  socket {}", s.display()))
             )?;
         }
         write!(f, "  logs in {}", self.log_dir.display())

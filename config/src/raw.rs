@@ -21,6 +21,17 @@ pub(crate) struct RawFile {
     pub links: Option<RawLinks>,
     #[serde(default)]
     pub link: Vec<RawLink>,
+    pub shared_fs: Option<RawSharedFs>,
+}
+
+/// `[shared_fs]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSharedFs {
+    pub path: String,
+    pub tag: Option<String>,
+    pub socket: Option<String>,
+    pub cache: Option<String>,
 }
 
 /// `[links]`: defaults for every link, and the mesh shorthand.
@@ -239,6 +250,11 @@ fn example(field: &str) -> Option<&'static str> {
         "between" => "between = [\"db\", \"app\"]",
         "mesh" => "mesh = true",
         "ring" => "ring = \"256KiB\"",
+        "shared_fs" => "a [shared_fs] table: path = \"shared\"",
+        "path" => "path = \"shared\"",
+        "tag" => "tag = \"oslet\"",
+        "socket" => "socket = \"/run/virtiofsd.sock\"",
+        "cache" => "cache = \"never\"",
         _ => return None,
     })
 }
@@ -722,7 +738,7 @@ mod tests {
     fn datetime_values_do_not_break_error_mapping() {
         assert_eq!(
             err("when = 1979-05-27T07:32:00Z\n"),
-            "box.toml:1: when: unknown field; remove it; the fields here are host, oslet, links, link"
+            "box.toml:1: when: unknown field; remove it; the fields here are host, oslet, links, link, shared_fs"
         );
         let e = err("[[oslet]]\nname = 1979-05-27\n");
         assert!(e.starts_with("box.toml:2: "), "{e}");

@@ -159,3 +159,22 @@ pub fn vmm_pid(cfg: &Path, name: &str) -> i32 {
         .and_then(|p| p.parse().ok())
         .expect("the VMM process's pid")
 }
+
+/// Waits (up to 20 s) until OSlet `name`'s VMM process for `cfg` has ended.
+pub fn wait_vmm_gone(cfg: &Path, name: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("pgrep")
+            .args([
+                "-f",
+                &format!("__vmm --config {} --name {name}", cfg.display()),
+            ])
+            .output()
+            .expect("run pgrep");
+        if !out.status.success() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::events::{Event, EventSink, Outcome};
 use crate::supervisor::{self, UpOptions};
-use crate::{bench, bench_link, control, kvm, log, oslet, signals, testkernel, top};
+use crate::{bench, bench_fs, bench_link, control, kvm, log, oslet, signals, testkernel, top};
 
 /// Exit code for bad input: a config mistake, an unusable /dev/kvm, a bad argument.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -134,6 +134,8 @@ enum BenchCmd {
     Boot(bench::BootArgs),
     /// Message cost between OSlets against host threads, a pipe and a UNIX socket.
     Link(bench_link::LinkArgs),
+    /// The shared filesystem (virtio-fs) from an OSlet against the host.
+    Fs(bench_fs::FsArgs),
 }
 
 /// The error and its causes on one line: "a: b: c".
@@ -218,6 +220,9 @@ pub fn main() -> i32 {
         Cmd::Bench {
             what: BenchCmd::Link(args),
         } => bench_link::run(&args),
+        Cmd::Bench {
+            what: BenchCmd::Fs(args),
+        } => bench_fs::run(&args),
         Cmd::BenchEcho { read_fd, write_fd } => bench_link::echo_main(read_fd, write_fd),
         Cmd::Testkernel { output } => match testkernel::write_to(&output) {
             Ok(()) => 0,

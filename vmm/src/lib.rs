@@ -9,6 +9,7 @@
 pub mod api;
 pub mod arch;
 pub mod bench;
+pub mod bench_fs;
 pub mod bench_link;
 pub mod boot;
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod supervisor;
 pub mod testkernel;
 pub mod top;
 pub mod vcpu;
+pub mod virtiofsd;
 pub mod vm;
 pub mod vmm_process;
 

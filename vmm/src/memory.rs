@@ -1,5 +1,7 @@
 //! Guest RAM: anonymous (or hugetlb) mappings laid out around the 32-bit MMIO hole,
-//! optionally bound to one host NUMA node with `mbind(2)`.
+//! optionally bound to one host NUMA node with `mbind(2)`. With `shared`, RAM is one
+//! memfd (`MFD_HUGETLB` for huge pages) mapped `MAP_SHARED`, so that a vhost-user
+//! backend (virtiofsd) can map the same pages from the fd.
 
 use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{
@@ -25,6 +27,17 @@ pub enum MemoryError {
     /// The regions could not be assembled.
     #[error("cannot assemble the guest memory map")]
     Collection(#[source] vm_memory::GuestRegionCollectionError),
+    /// memfd_create or ftruncate refused.
+    #[error("cannot create a {size}-byte memfd for guest RAM{hint}")]
+    Memfd {
+        /// Its size.
+        size: u64,
+        /// Extra advice (hugepages).
+        hint: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// mbind(2) refused.
     #[error("cannot bind guest RAM to host NUMA node {node}")]
     Mbind {
@@ -43,6 +56,8 @@ pub struct MemoryOptions {
     pub hugepage_size: Option<u64>,
     /// NUMA node to bind the RAM to.
     pub numa_node: Option<u32>,
+    /// Back RAM with a memfd that other processes can map (vhost-user).
+    pub shared: bool,
 }
 
 fn hugetlb_flag(size: u64) -> i32 {
@@ -87,25 +102,48 @@ pub fn create_guest_memory(
     opts: MemoryOptions,
 ) -> Result<GuestMemoryMmap, MemoryError> {
     let mut regions = Vec::new();
+    let hint = if opts.hugepage_size.is_some() {
+        " from huge pages (are enough free? see /sys/kernel/mm/hugepages)"
+    } else {
+        ""
+    };
+    let memfd = if opts.shared {
+        Some(std::sync::Arc::new(
+            memfd(mem_size, opts.hugepage_size).map_err(|source| MemoryError::Memfd {
+                size: mem_size,
+                hint,
+                source,
+            })?,
+        ))
+    } else {
+        None
+    };
+    let mut file_offset = 0u64;
     for (start, len) in ram_ranges(mem_size) {
-        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-        if let Some(hp) = opts.hugepage_size {
+        let mut flags = if memfd.is_some() {
+            libc::MAP_SHARED | libc::MAP_NORESERVE
+        } else {
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE
+        };
+        if let (Some(hp), None) = (opts.hugepage_size, &memfd) {
             flags |= hugetlb_flag(hp);
         }
-        let region = MmapRegionBuilder::new(len as usize)
+        let mut builder = MmapRegionBuilder::new(len as usize)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(flags)
-            .with_hugetlbfs(opts.hugepage_size.is_some())
-            .build()
-            .map_err(|source| MemoryError::Map {
-                size: len,
-                hint: if opts.hugepage_size.is_some() {
-                    " from huge pages (are enough free? see /sys/kernel/mm/hugepages)"
-                } else {
-                    ""
-                },
-                source,
-            })?;
+            .with_hugetlbfs(opts.hugepage_size.is_some());
+        if let Some(f) = &memfd {
+            builder = builder.with_file_offset(vm_memory::FileOffset::from_arc(
+                std::sync::Arc::clone(f),
+                file_offset,
+            ));
+        }
+        file_offset += len;
+        let region = builder.build().map_err(|source| MemoryError::Map {
+            size: len,
+            hint,
+            source,
+        })?;
         if let Some(node) = opts.numa_node {
             mbind(region.as_ptr(), len, node)
                 .map_err(|source| MemoryError::Mbind { node, source })?;
@@ -116,6 +154,25 @@ pub fn create_guest_memory(
         regions.push(region);
     }
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Collection)
+}
+
+/// A memfd of `size` bytes, from huge pages of `hugepage_size` when given.
+fn memfd(size: u64, hugepage_size: Option<u64>) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let mut flags = libc::MFD_CLOEXEC;
+    if let Some(hp) = hugepage_size {
+        // MFD_HUGE_SHIFT equals MAP_HUGE_SHIFT (26).
+        flags |= libc::MFD_HUGETLB | (hp.trailing_zeros() << libc::MAP_HUGE_SHIFT);
+    }
+    // SAFETY: the name is a NUL-terminated literal; the call has no other inputs.
+    let fd = unsafe { libc::memfd_create(c"oslet-guest-ram".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd, and nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
 }
 
 /// The (guest address, length, host address) of each RAM region, for KVM memory slots.
@@ -141,6 +198,26 @@ mod tests {
             0xdead_beef
         );
         assert!(mem.write_obj(0u32, GuestAddress(4 << 20)).is_err());
+    }
+
+    #[test]
+    fn shared_memory_is_one_memfd_at_consecutive_offsets() {
+        let mem = create_guest_memory(
+            8 << 20,
+            MemoryOptions {
+                shared: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        mem.write_obj(7u32, GuestAddress(0x1000)).unwrap();
+        let r = mem.iter().next().unwrap();
+        let fo = r.file_offset().unwrap();
+        assert_eq!(fo.start(), 0);
+        let mut b = [0u8; 4];
+        use std::os::unix::fs::FileExt;
+        fo.file().read_exact_at(&mut b, 0x1000).unwrap();
+        assert_eq!(u32::from_le_bytes(b), 7);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub enum OsletError {
     /// A link could not be mapped.
     #[error("link")]
     Link(#[from] link::LinkError),
+    /// virtiofsd could not be started.
+    #[error("shared filesystem")]
+    Virtiofsd(#[from] crate::virtiofsd::VirtiofsdError),
+    /// The virtio-fs device could not be set up.
+    #[error("shared filesystem")]
+    FsDevice(#[from] crate::devices::vhost_user_fs::FsDeviceError),
     /// A thread or signal could not be set up.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -59,6 +65,9 @@ pub struct VmmPlan {
     pub oslet: OsletPlan,
     /// Its links, with fds numbered as in the VMM process.
     pub links: Vec<link::LinkAttach>,
+    /// `[shared_fs]`, when the partition has one.
+    #[serde(default)]
+    pub shared_fs: Option<oslet_config::SharedFsPlan>,
 }
 
 /// The kernel command line an OSlet boots with: the file's (or a default for Linux),
@@ -66,6 +75,7 @@ pub struct VmmPlan {
 pub fn kernel_cmdline(
     plan: &OsletPlan,
     links: &[link::LinkAttach],
+    shared_fs: Option<&oslet_config::SharedFsPlan>,
     tsc_khz: Option<u32>,
 ) -> String {
     let mut c = match (&plan.kernel, &plan.cmdline) {
@@ -73,12 +83,16 @@ pub fn kernel_cmdline(
         (Kernel::TestKernel, None) => String::new(),
         (Kernel::Image { .. }, None) => "console=ttyS0 reboot=k panic=1 pci=off".to_string(),
     };
-    if matches!(plan.kernel, Kernel::TestKernel) || !links.is_empty() {
+    if matches!(plan.kernel, Kernel::TestKernel) || !links.is_empty() || shared_fs.is_some() {
         let mut words = vec![format!("oslet.name={}", plan.name)];
         if let Some(khz) = tsc_khz {
             words.push(format!("oslet.tsc_khz={khz}"));
         }
         words.extend(links.iter().map(link::cmdline_word));
+        if let Some(fs) = shared_fs {
+            words.push(crate::devices::vhost_user_fs::cmdline_word());
+            words.push(format!("oslet.shared={}", fs.tag));
+        }
         for w in words {
             if !c.is_empty() {
                 c.push(' ');
@@ -98,6 +112,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         memory::MemoryOptions {
             hugepage_size: plan.hugepages,
             numa_node: plan.numa_node,
+            shared: vmm_plan.shared_fs.is_some(),
         },
     )?;
     let vm = vm::create(&kvm, &mem)?;
@@ -154,7 +169,30 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         Kernel::TestKernel => KernelSource::Embedded(testkernel::IMAGE),
         Kernel::Image { path, format } => KernelSource::File(path, *format),
     };
-    let cmdline = kernel_cmdline(plan, &vmm_plan.links, tsc_khz);
+    // The shared filesystem: our own virtiofsd (or the configured socket), then the
+    // device. Declared before the vCPUs so that it outlives them.
+    let mut daemon = None;
+    let mut fs_device = None;
+    if let Some(fs) = &vmm_plan.shared_fs {
+        let socket = match &fs.socket {
+            Some(s) => s.clone(),
+            None => {
+                let d = crate::virtiofsd::Virtiofsd::start(
+                    fs,
+                    &crate::virtiofsd::socket_path(&plan.name),
+                )?;
+                let s = d.socket().to_path_buf();
+                daemon = Some(d);
+                s
+            }
+        };
+        let dev = Arc::new(crate::devices::vhost_user_fs::VhostUserFs::new(
+            &vm, &mem, &socket, &fs.tag,
+        )?);
+        devices.set_fs(Arc::clone(&dev));
+        fs_device = Some(dev);
+    }
+    let cmdline = kernel_cmdline(plan, &vmm_plan.links, vmm_plan.shared_fs.as_ref(), tsc_khz);
     let info = boot::load(
         &mem,
         &BootRequest {
@@ -205,6 +243,19 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         if let Some(signal) = signals::stop_requested() {
             break Outcome::Stopped { signal };
         }
+        if let Some(d) = daemon.as_mut() {
+            if let Some(status) = d.exited() {
+                crate::log::warn(format_args!(
+                    "{}: virtiofsd (pid {}) exited ({status}); the shared filesystem is gone for this OSlet",
+                    plan.name,
+                    d.pid()
+                ));
+                daemon = None;
+                if let Some(dev) = &fs_device {
+                    dev.backend_failed();
+                }
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(20)) {
             Ok(VcpuEvent::FirstMarker(ns)) => sink.send(&Event::FirstInstruction { mono_ns: ns }),
             Ok(VcpuEvent::Exit(_, exit)) => {
@@ -233,6 +284,8 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         h.join();
     }
     devices.flush();
+    drop(fs_device);
+    drop(daemon);
     // The VM (and its memory slots) goes before the guest memory and windows it maps.
     drop(vm);
     drop(links);

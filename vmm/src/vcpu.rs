@@ -188,12 +188,11 @@ fn run_loop(
                 None
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                devices.unhandled_mmio(addr, false);
-                data.fill(0xff);
+                devices.mmio_read(addr, data);
                 None
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => {
-                devices.unhandled_mmio(addr, true);
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                devices.mmio_write(addr, data);
                 None
             }
             Ok(VcpuExit::Hlt) => None,

@@ -125,6 +125,7 @@ pub(crate) fn spawn_one(
     let vmm_plan = VmmPlan {
         oslet: plan.clone(),
         links: attach,
+        shared_fs: partition.shared_fs.clone(),
     };
     let mut cmd = Command::new(&opts.exe);
     cmd.arg("__vmm")

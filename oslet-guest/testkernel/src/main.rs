@@ -113,10 +113,9 @@ pub extern "C" fn kmain(start_info: u64) -> ! {
     say!("ready, ", online, "/", described, " cpus online");
     // Ring-3 modes (ring3-selftest, link-stream=..., ...): user.rs decides
     // which, in ring 3, where parsing runs at native speed.
-    if let Some(s) = si
-        .as_ref()
-        .filter(|s| s.has_word_prefix("ring3-") || s.has_word_prefix("link-"))
-    {
+    if let Some(s) = si.as_ref().filter(|s| {
+        s.has_word_prefix("ring3-") || s.has_word_prefix("link-") || s.has_word_prefix("fs-")
+    }) {
         enter_ring3(&reg, s.cmdline)
     }
     if word("halt") {

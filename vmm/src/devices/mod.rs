@@ -2,6 +2,9 @@
 
 pub mod debug;
 pub mod serial;
+pub mod vhost_user;
+pub mod vhost_user_fs;
+pub mod virtio_mmio;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -48,6 +51,7 @@ pub struct PioDevices {
     unknown: RateLimiter,
     links: std::sync::OnceLock<Vec<crate::link::LinkAttach>>,
     exits: std::sync::atomic::AtomicU64,
+    fs: std::sync::OnceLock<std::sync::Arc<vhost_user_fs::VhostUserFs>>,
 }
 
 impl PioDevices {
@@ -60,6 +64,7 @@ impl PioDevices {
             unknown: RateLimiter::new(5),
             links: std::sync::OnceLock::new(),
             exits: std::sync::atomic::AtomicU64::new(0),
+            fs: std::sync::OnceLock::new(),
         }
     }
 
@@ -128,6 +133,30 @@ impl PioDevices {
     /// Tells the devices where this OSlet's link windows are (once, before vCPUs run).
     pub fn set_links(&self, links: Vec<crate::link::LinkAttach>) {
         let _ = self.links.set(links);
+    }
+
+    /// Attaches the virtio-fs device (once, before vCPUs run).
+    pub fn set_fs(&self, fs: std::sync::Arc<vhost_user_fs::VhostUserFs>) {
+        let _ = self.fs.set(fs);
+    }
+
+    /// A guest MMIO read.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        match self.fs.get() {
+            Some(fs) if vhost_user_fs::VhostUserFs::contains(addr) => fs.read(addr, data),
+            _ => {
+                self.unhandled_mmio(addr, false);
+                data.fill(0xff);
+            }
+        }
+    }
+
+    /// A guest MMIO write.
+    pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        match self.fs.get() {
+            Some(fs) if vhost_user_fs::VhostUserFs::contains(addr) => fs.write(addr, data),
+            _ => self.unhandled_mmio(addr, true),
+        }
     }
 
     /// An MMIO access outside any device: reads as all ones, writes are dropped. A

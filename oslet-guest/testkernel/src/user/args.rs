@@ -32,6 +32,11 @@ impl Args {
         Args { bytes: buf }
     }
 
+    /// The whole command line.
+    pub fn raw(&self) -> &'static [u8] {
+        self.bytes
+    }
+
     pub fn words(&self) -> impl Iterator<Item = &'static [u8]> {
         let bytes: &'static [u8] = self.bytes;
         bytes.split(|&b| b <= b' ').filter(|w| !w.is_empty())

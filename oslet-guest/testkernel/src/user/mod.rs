@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod clock;
 mod doorbell;
+mod fs;
 mod hostile;
 mod link;
 mod stream;
@@ -134,6 +135,9 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
     }
     if let Some(role) = env.args.value(b"link-bench") {
         bench::run(&mut env, role)
+    }
+    if env.args.first_with_prefix(b"fs-").is_some() {
+        fs::run(&mut env)
     }
     match env
         .args

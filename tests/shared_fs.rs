@@ -1,0 +1,279 @@
+//! End-to-end: `[shared_fs]`, one host directory that OSlets share through
+//! virtio-fs and a real virtiofsd. The test kernel's FUSE client runs in guest
+//! ring 3 (src/user/fs.rs). Skips without /dev/kvm or virtiofsd, unless
+//! OSLET_REQUIRE_KVM=1 / OSLET_REQUIRE_VIRTIOFSD=1 (as in CI).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{kvm_or_skip, lines_of, oslet, run, vmm_pid, write_config};
+
+/// The virtiofsd the VMM would find: $OSLET_VIRTIOFSD, PATH, ~/.cargo/bin.
+fn virtiofsd_or_skip(test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("virtiofsd").is_file()));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if found && root {
+        return true;
+    }
+    assert!(
+        std::env::var("OSLET_REQUIRE_VIRTIOFSD").as_deref() != Ok("1"),
+        "{test}: virtiofsd is not on PATH (or not root) and OSLET_REQUIRE_VIRTIOFSD=1"
+    );
+    eprintln!("skipped {test}: needs virtiofsd on PATH and root (cargo install virtiofsd)");
+    false
+}
+
+fn ready(test: &str) -> bool {
+    kvm_or_skip(test) && virtiofsd_or_skip(test)
+}
+
+fn oslet_table(name: &str, cmdline: &str) -> String {
+    format!(
+        "[[oslet]]\nname = \"{name}\"\ncpus = 1\nmemory = \"32MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"{cmdline}\"\n"
+    )
+}
+
+/// A config with OSlets (name, cmdline) sharing `share`.
+fn config(dir: &Path, file: &str, share: &Path, oslets: &[(&str, &str)]) -> PathBuf {
+    let mut t = format!(
+        "[host]\noversubscribe = true\n[shared_fs]\npath = \"{}\"\n",
+        share.display()
+    );
+    for (n, c) in oslets {
+        t += &oslet_table(n, c);
+    }
+    write_config(dir, file, &t)
+}
+
+/// The test kernel's data and checksum: xorshift64 (8 bytes LE a step), FNV-1a 64.
+fn expected(bytes: usize, seed: u64) -> (Vec<u8>, u64) {
+    let mut x = if seed == 0 {
+        0x9e37_79b9_7f4a_7c15
+    } else {
+        seed
+    };
+    let mut d = Vec::with_capacity(bytes + 8);
+    while d.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        d.extend_from_slice(&x.to_le_bytes());
+    }
+    d.truncate(bytes);
+    (d.clone(), fnv(&d))
+}
+
+fn fnv(d: &[u8]) -> u64 {
+    d.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn up_ok(cfg: &Path) -> String {
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    out
+}
+
+#[test]
+fn two_oslets_share_a_file_write_read_unlink_stat() {
+    if !ready("two_oslets_share_a_file_write_read_unlink_stat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let (data, sum) = expected(1 << 20, 7);
+    let line = |verb: &str| {
+        format!(
+            "oslet-testkernel: fs: {verb} 1048576 bytes {} data.bin, checksum {sum:#x}",
+            if verb == "wrote" { "to" } else { "from" }
+        )
+    };
+
+    let a = config(
+        dir.path(),
+        "a.toml",
+        &share,
+        &[("a", "fs-write=data.bin,1048576,7")],
+    );
+    let out = up_ok(&a);
+    assert!(
+        lines_of(&out, "a").contains(&line("wrote").as_str()),
+        "{out}"
+    );
+    let host = std::fs::read(share.join("data.bin")).unwrap();
+    assert_eq!(host.len(), data.len());
+    assert_eq!(fnv(&host), sum, "the host sees the bytes the guest wrote");
+
+    let b = config(
+        dir.path(),
+        "b.toml",
+        &share,
+        &[("b", "fs-read=data.bin fs-unlink=data.bin")],
+    );
+    let out = up_ok(&b);
+    let lines = lines_of(&out, "b");
+    assert!(lines.contains(&line("read").as_str()), "{out}");
+    assert!(
+        lines.contains(&"oslet-testkernel: fs: unlinked data.bin"),
+        "{out}"
+    );
+    assert!(!share.join("data.bin").exists());
+
+    let a2 = config(dir.path(), "a2.toml", &share, &[("a", "fs-stat=data.bin")]);
+    let out = up_ok(&a2);
+    assert!(
+        lines_of(&out, "a").contains(&"oslet-testkernel: fs: stat data.bin: no such file"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_virtiofsd_is_one_clear_error() {
+    if !kvm_or_skip("a_missing_virtiofsd_is_one_clear_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "m.toml", dir.path(), &[("a", "fs-stat=x")]);
+    let out = oslet()
+        .args(["up", cfg.to_str().unwrap()])
+        .env("OSLET_VIRTIOFSD", dir.path().join("no-such-virtiofsd"))
+        .output()
+        .unwrap();
+    let all =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("virtiofsd not found") && all.contains("cargo install virtiofsd"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
+}
+
+#[test]
+fn a_missing_shared_dir_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "d.toml",
+        &dir.path().join("nope"),
+        &[("a", "fs-stat=x")],
+    );
+    for cmd in ["check", "up"] {
+        let (code, out, err) = run(&[cmd, cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {out}\n{err}");
+        assert!(err.contains("shared_fs.path: "), "{cmd}: {err}");
+        assert!(
+            err.contains("cannot be used (entity not found)"),
+            "{cmd}: {err}"
+        );
+    }
+}
+
+/// The virtiofsd children of `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        out.extend(c.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    out.retain(|c| {
+        std::fs::read_to_string(format!("/proc/{c}/comm")).is_ok_and(|n| n.trim() == "virtiofsd")
+    });
+    out
+}
+
+#[test]
+fn killing_virtiofsd_mid_write_fails_that_oslet_only() {
+    if !ready("killing_virtiofsd_mid_write_fails_that_oslet_only") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    // 8 GiB: far more than gets written before the kill.
+    let cfg = config(
+        dir.path(),
+        "k.toml",
+        &share,
+        &[("a", "fs-write=big.bin,8589934592,1"), ("b", "halt")],
+    );
+    let err_path = dir.path().join("stderr.txt");
+    let mut child = oslet()
+        .args(["up", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let sup = child.id() as i32;
+    // A watchdog: whatever happens, `oslet up` gets Ctrl-C after 90 s, so that
+    // the reads below end.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(90));
+        // SAFETY: kill(2) on the pid of the `oslet up` this test spawned (a stale
+        // pid at worst, when it already ended and was reaped).
+        unsafe { libc::kill(sup, libc::SIGINT) };
+    });
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    let mut wait_for = |pat: &str, seen: &mut Vec<String>| loop {
+        match lines.next() {
+            Some(Ok(l)) => {
+                let hit = l.contains(pat);
+                seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+            _ => return false,
+        }
+    };
+    assert!(
+        wait_for("b | oslet-testkernel: halting", &mut seen),
+        "{seen:#?}"
+    );
+    let a = vmm_pid(&cfg, "a");
+    let mut grown = false;
+    for _ in 0..500 {
+        if std::fs::metadata(share.join("big.bin")).is_ok_and(|m| m.len() > 1 << 20) {
+            grown = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let daemons = children(a);
+    if grown && daemons.len() == 1 {
+        // SAFETY: kill(2) on the pid of the virtiofsd that OSlet a's VMM started.
+        unsafe { libc::kill(daemons[0], libc::SIGKILL) };
+    }
+    let got = wait_for("a | oslet-testkernel: fs: ", &mut seen);
+    // a powers off with 1; b still runs until Ctrl-C ends it.
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of the `oslet up` spawned above, not yet reaped.
+    unsafe { libc::kill(sup, libc::SIGINT) };
+    while wait_for("\u{0}", &mut seen) {}
+    let _ = child.wait();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert!(grown, "the write did not start: {seen:#?}\n{err}");
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    assert!(got, "{seen:#?}\n{err}");
+    assert!(
+        seen.iter().any(|l| l.contains(
+            "a | oslet-testkernel: fs: I/O error: write big.bin: the device needs a reset"
+        )),
+        "{seen:#?}\n{err}"
+    );
+    assert!(err.contains("a: powered off (status 1)"), "{err}");
+    assert!(err.contains("b: stopped"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("virtiofsd (pid"), "{err}");
+}
