@@ -196,3 +196,36 @@ fn a_doorbell_wakes_the_sleeping_peer_through_ioeventfd_and_irqfd() {
         "{out}"
     );
 }
+
+#[test]
+fn a_guest_cannot_write_its_peers_section() {
+    if !kvm_or_skip("a_guest_cannot_write_its_peers_section") {
+        return;
+    }
+    // a tries to overwrite b's magic word and producer index; the slot is
+    // KVM_MEM_READONLY in a's VM, so the VMM drops both writes and says so.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "poke.toml",
+        &two_oslets("link-poke-peer", "link-stream=1000", "64KiB"),
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert!(
+        lines_of(&out, "a")
+            .contains(&"oslet-testkernel: link b: peer section is read-only (2 writes dropped)"),
+        "{out}\n{err}"
+    );
+    assert!(
+        err.contains("in the read-only section of its link with b; the write is dropped"),
+        "{err}"
+    );
+    // b never saw a bad word: its peer just went away.
+    assert!(
+        lines_of(&out, "b")
+            .iter()
+            .any(|l| l.starts_with("oslet-testkernel: link a: peer down after 0 messages")),
+        "{out}"
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+}

@@ -13,6 +13,7 @@ mod doorbell;
 mod fs;
 mod hostile;
 mod link;
+mod poke;
 mod stream;
 mod token;
 
@@ -126,6 +127,9 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
     }
     if env.args.has("link-hostile") {
         hostile::run(&mut env)
+    }
+    if env.args.has("link-poke-peer") {
+        poke::run(&mut env)
     }
     if let Some(r) = env.args.value(b"link-token") {
         let Some(r) = args::number(r).filter(|&r| r > 0) else {
