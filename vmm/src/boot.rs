@@ -157,6 +157,8 @@ pub struct BootRequest<'a> {
     pub mem_size: u64,
     /// vCPU count (for the MP table).
     pub vcpus: usize,
+    /// virtio-mmio devices to declare in the ACPI DSDT.
+    pub mmio_devices: &'a [acpi::MmioDevice],
 }
 
 /// Loads kernel, initrd and command line and writes the boot information.
@@ -189,7 +191,7 @@ pub fn load(mem: &GuestMemoryMmap, req: &BootRequest<'_>) -> Result<BootInfo, Bo
         .map_err(|_| BootError::GuestWrite("MP table"))?;
     // Both descriptions of the CPUs: the MP table for kernels without ACPI, ACPI (MADT)
     // for kernels built without CONFIG_X86_MPPARSE, such as Debian's cloud kernel.
-    let tables = acpi::build(req.vcpus, ACPI_START)?;
+    let tables = acpi::build_with_devices(req.vcpus, ACPI_START, req.mmio_devices)?;
     mem.write_slice(&tables.bytes, GuestAddress(ACPI_START))
         .map_err(|_| BootError::GuestWrite("ACPI tables"))?;
     let rsdp = tables.rsdp_addr;

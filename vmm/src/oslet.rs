@@ -192,6 +192,16 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         devices.set_fs(Arc::clone(&dev));
         fs_device = Some(dev);
     }
+    // Linux in hardware-reduced ACPI mode (and Debian's kernel, built without
+    // CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES) finds virtio-mmio devices in the DSDT.
+    let mmio_devices: Vec<crate::arch::acpi::MmioDevice> = fs_device
+        .iter()
+        .map(|_| crate::arch::acpi::MmioDevice {
+            addr: crate::devices::vhost_user_fs::FS_MMIO_BASE as u32,
+            len: crate::devices::virtio_mmio::MMIO_LEN as u32,
+            gsi: crate::devices::vhost_user_fs::FS_GSI,
+        })
+        .collect();
     let cmdline = kernel_cmdline(plan, &vmm_plan.links, vmm_plan.shared_fs.as_ref(), tsc_khz);
     let info = boot::load(
         &mem,
@@ -201,6 +211,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             cmdline: &cmdline,
             mem_size: plan.memory_bytes,
             vcpus: plan.vcpus(),
+            mmio_devices: &mmio_devices,
         },
     )?;
     if let Some(bsp) = fds.first() {

@@ -139,9 +139,31 @@ pub struct AcpiTables {
     pub bytes: Vec<u8>,
 }
 
+/// A virtio-mmio device to declare in the DSDT (Linux's `LNRO0005`): in
+/// hardware-reduced mode, and with kernels built without
+/// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` (Debian's), this is how Linux finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmioDevice {
+    /// Guest physical base of its register page.
+    pub addr: u32,
+    /// Bytes of registers.
+    pub len: u32,
+    /// Its interrupt (an IOAPIC GSI, edge, active high).
+    pub gsi: u32,
+}
+
 /// Builds the tables for `num_cpus` vCPUs with APIC IDs 0..num_cpus, to be written at
 /// `base` (normally [`ACPI_START`]). All pointers in them are absolute, from `base`.
 pub fn build(num_cpus: usize, base: u64) -> Result<AcpiTables, AcpiError> {
+    build_with_devices(num_cpus, base, &[])
+}
+
+/// [`build`], with `devices` declared in the DSDT after COM1.
+pub fn build_with_devices(
+    num_cpus: usize,
+    base: u64,
+    devices: &[MmioDevice],
+) -> Result<AcpiTables, AcpiError> {
     if num_cpus == 0 {
         return Err(AcpiError::NoCpus);
     }
@@ -152,7 +174,7 @@ pub fn build(num_cpus: usize, base: u64) -> Result<AcpiTables, AcpiError> {
         return Err(AcpiError::MisalignedBase(base));
     }
 
-    let dsdt = dsdt();
+    let dsdt = dsdt(devices);
     let madt = madt(num_cpus);
 
     let xsdt_off = align(RSDP_LEN);
@@ -313,7 +335,7 @@ const AML_DUAL_NAME_PREFIX: u8 = 0x2e;
 ///     })
 /// }
 /// ```
-fn dsdt() -> Vec<u8> {
+fn dsdt(devices: &[MmioDevice]) -> Vec<u8> {
     // "_SB.COM1", relative to the root scope the DSDT loads into (iasl's encoding).
     let mut path = vec![AML_DUAL_NAME_PREFIX];
     path.extend_from_slice(b"_SB_COM1");
@@ -329,7 +351,56 @@ fn dsdt() -> Vec<u8> {
         ]
         .concat(),
     );
-    sdt(b"DSDT", DSDT_REVISION, &device)
+    let mut body = device;
+    for (i, d) in devices.iter().enumerate() {
+        body.extend(virtio_mmio_device(i, d));
+    }
+    sdt(b"DSDT", DSDT_REVISION, &body)
+}
+
+/// ```text
+/// Device (\_SB.V00n) {
+///     Name (_HID, "LNRO0005")
+///     Name (_UID, n)
+///     Name (_CRS, ResourceTemplate () {
+///         Memory32Fixed (ReadWrite, addr, len)
+///         Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive) { gsi }
+///     })
+/// }
+/// ```
+fn virtio_mmio_device(index: usize, d: &MmioDevice) -> Vec<u8> {
+    let n = (index % 1000) as u32;
+    let mut path = vec![AML_DUAL_NAME_PREFIX];
+    path.extend_from_slice(b"_SB_V");
+    path.extend_from_slice(format!("{n:03}").as_bytes());
+    let mut crs = Vec::new();
+    // Memory32Fixed (large item 0x86, 9 bytes): read-write, base, length.
+    crs.extend_from_slice(&[0x86, 9, 0, 1]);
+    crs.extend_from_slice(&d.addr.to_le_bytes());
+    crs.extend_from_slice(&d.len.to_le_bytes());
+    // Extended interrupt: consumer, edge, active-high, exclusive; one GSI.
+    crs.extend_from_slice(&[0x89, 6, 0, 0b0000_0011, 1]);
+    crs.extend_from_slice(&d.gsi.to_le_bytes());
+    crs.extend_from_slice(&[0x79, 0]);
+    // The shortest integer encoding, as iasl writes it.
+    let uid = match n {
+        0 => vec![AML_ZERO_OP],
+        1 => vec![0x01],
+        2..=255 => vec![AML_BYTE_PREFIX, n as u8],
+        _ => {
+            let [lo, hi] = (n as u16).to_le_bytes();
+            vec![AML_WORD_PREFIX, lo, hi]
+        }
+    };
+    aml_device(
+        &path,
+        &[
+            aml_name(b"_HID", &aml_string(b"LNRO0005")),
+            aml_name(b"_UID", &uid),
+            aml_name(b"_CRS", &aml_buffer(&crs)),
+        ]
+        .concat(),
+    )
 }
 
 /// COM1's resource template: its eight ports and its interrupt.
@@ -677,6 +748,30 @@ mod tests {
     }
 
     #[test]
+    fn dsdt_declares_virtio_mmio_devices_for_linux() {
+        let dev = MmioDevice {
+            addr: 0xfe00_0000,
+            len: 0x1000,
+            gsi: 21,
+        };
+        let t = build_with_devices(2, ACPI_START, &[dev]).unwrap();
+        let dsdt = Walk { t: &t }.dsdt();
+        assert_eq!(sum(dsdt), 0);
+        let find = |needle: &[u8]| dsdt.windows(needle.len()).any(|w| w == needle);
+        assert!(find(b"._SB_V000"), "DualNamePath _SB.V000");
+        assert!(find(b"LNRO0005\0"), "_HID string");
+        assert!(
+            find(&[0x86, 9, 0, 1, 0, 0, 0, 0xfe, 0, 0x10, 0, 0]),
+            "Memory32Fixed 0xfe000000+4K"
+        );
+        assert!(
+            find(&[0x89, 6, 0, 3, 1, 21, 0, 0, 0]),
+            "GSI 21, edge, active high"
+        );
+        assert!(build(2, ACPI_START).unwrap().bytes.len() < t.bytes.len());
+    }
+
+    #[test]
     fn eisa_ids_compress_as_iasl_does() {
         assert_eq!(eisa_id(b"PNP0501"), 0x0105_d041);
         assert_eq!(eisa_id(b"PNP0A03"), 0x030a_d041);
@@ -786,13 +881,20 @@ mod tests {
     /// lengths and decodes every field), and compiling the disassembly back gives the
     /// very same bytes after the header. Skipped where iasl is missing
     /// (`apt-get install acpica-tools`).
+    /// The virtio-fs device as the VMM declares it.
+    const FS_DEV: MmioDevice = MmioDevice {
+        addr: 0xfe00_0000,
+        len: 0x1000,
+        gsi: 21,
+    };
+
     #[test]
     fn iasl_disassembles_every_table_cleanly_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         if acpica("iasl", &["-v"], dir.path()).is_none() {
             return;
         }
-        let t = build(MAX_CPUS, ACPI_START).unwrap();
+        let t = build_with_devices(MAX_CPUS, ACPI_START, &[FS_DEV]).unwrap();
         let tables = dump_tables(&t, dir.path());
         assert_eq!(tables.len(), 4);
         for (name, bytes) in tables {
@@ -822,13 +924,13 @@ mod tests {
     #[test]
     fn acpica_loads_the_tables_and_finds_com1() {
         let dir = tempfile::tempdir().unwrap();
-        let t = build(MAX_CPUS, ACPI_START).unwrap();
+        let t = build_with_devices(MAX_CPUS, ACPI_START, &[FS_DEV]).unwrap();
         dump_tables(&t, dir.path());
         let Some((ok, text)) = acpica(
             "acpiexec",
             &[
                 "-b",
-                "namespace; evaluate \\_SB.COM1._CRS",
+                "namespace; evaluate \\_SB.COM1._CRS; evaluate \\_SB.V000._CRS",
                 "facp.dat",
                 "dsdt.dat",
                 "apic.dat",
@@ -846,6 +948,10 @@ mod tests {
         assert!(
             text.contains("47 01 F8 03 F8 03 00 08 89 06 00 03 01 04 00 00"),
             "COM1._CRS not evaluated:\n{text}"
+        );
+        assert!(
+            text.contains("86 09 00 01 00 00 00 FE 00 10 00 00 89 06 00 03"),
+            "the virtio-mmio device's _CRS not evaluated:\n{text}"
         );
     }
 }
