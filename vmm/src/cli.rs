@@ -235,18 +235,25 @@ pub fn main() -> i32 {
     }
 }
 
-fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
-    let partition = match load_partition(file) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("oslet: {e}");
-            return EXIT_BAD_INPUT;
-        }
-    };
-    if let Err(e) = kvm::open() {
+/// What `up` checks before starting anything: the file, then /dev/kvm. Errors are
+/// printed here; the `Err` is the exit code.
+fn load_for_up(file: &Path) -> Result<oslet_config::Partition, i32> {
+    let partition = load_partition(file).map_err(|e| {
         eprintln!("oslet: {e}");
-        return EXIT_BAD_INPUT;
-    }
+        EXIT_BAD_INPUT
+    })?;
+    kvm::open().map_err(|e| {
+        eprintln!("oslet: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    Ok(partition)
+}
+
+fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
+    let partition = match load_for_up(file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -287,17 +294,10 @@ fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
 /// `oslet up --detach`: validate here, then run the supervisor in its own session in
 /// the background and return once its control socket answers.
 fn cmd_detach(file: &Path, socket: Option<&Path>) -> i32 {
-    let partition = match load_partition(file) {
+    let partition = match load_for_up(file) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("oslet: {e}");
-            return EXIT_BAD_INPUT;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = kvm::open() {
-        eprintln!("oslet: {e}");
-        return EXIT_BAD_INPUT;
-    }
     let path = control::socket_path(socket);
     if std::os::unix::net::UnixStream::connect(&path).is_ok() {
         eprintln!("oslet: {}", error_chain(&control::ControlError::Busy(path)));
