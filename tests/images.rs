@@ -18,14 +18,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{kvm_or_skip, lines_of, root, write_config};
+use common::{kvm_or_skip, line_channel, lines_of, root, wait_for_line, write_config};
 
 /// The modules /init must load (and, with them, everything modules.dep says they need).
 const REQUIRED_MODULES: [&str; 5] = [
@@ -447,48 +447,6 @@ fn linux_two_oslets_example_checks_once_the_image_is_built() {
     assert!(out.contains("oslet.agent"), "{out}");
 }
 
-/// Lines of a child's stdout, through a channel (so a test can wait with a timeout).
-fn line_channel(child: &mut std::process::Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads lines into `seen` until `until` holds for one of them (true) or `limit`
-/// passes or the output ends (false).
-fn wait_for(
-    rx: &mpsc::Receiver<String>,
-    seen: &mut Vec<String>,
-    start: Instant,
-    limit: Duration,
-    until: impl Fn(&str) -> bool,
-) -> bool {
-    loop {
-        let left = limit.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return false;
-        }
-        match rx.recv_timeout(left.min(Duration::from_secs(1))) {
-            Ok(l) => {
-                let hit = until(&l);
-                seen.push(l);
-                if hit {
-                    return true;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
-        }
-    }
-}
-
 #[test]
 fn init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg() {
     let test = "init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg";
@@ -540,7 +498,7 @@ fn init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg() {
     let start = Instant::now();
     let limit = Duration::from_secs(180);
     let mut seen = Vec::new();
-    let ready = wait_for(&rx, &mut seen, start, limit, |l| {
+    let ready = wait_for_line(&rx, &mut seen, start, limit, |l| {
         l.contains("oslet-init: ready")
     });
     let mut done = false;
@@ -553,7 +511,7 @@ fn init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg() {
               test -c /dev/mem && echo DEVMEM-OK; poweroff -f\n",
         );
         let _ = stdin.flush();
-        done = wait_for(&rx, &mut seen, start, limit, |l| l.contains("Power down"));
+        done = wait_for_line(&rx, &mut seen, start, limit, |l| l.contains("Power down"));
     }
     if !done {
         let _ = child.kill();
@@ -667,13 +625,13 @@ fn oslet_up_hands_the_initramfs_to_the_kernel_and_ctrl_c_stops_it() {
     // Early in setup_arch the kernel reserves the initrd oslet loaded:
     // "RAMDISK: [mem 0xSTART-0xEND]", page-rounded. That is as far as Debian's kernel
     // gets in reasonable time where KVM emulates guest ring 0.
-    let ramdisk = wait_for(&rx, &mut seen, start, Duration::from_secs(120), |l| {
+    let ramdisk = wait_for_line(&rx, &mut seen, start, Duration::from_secs(120), |l| {
         l.starts_with("linux | ") && l.contains("RAMDISK: [mem ")
     });
     // With hardware virtualization, all the way to /init.
     let deep = ramdisk && hardware_virtualization();
     let ready = deep
-        && wait_for(&rx, &mut seen, start, Duration::from_secs(120), |l| {
+        && wait_for_line(&rx, &mut seen, start, Duration::from_secs(120), |l| {
             l.starts_with("linux | ") && l.contains("oslet-init: ready")
         });
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.

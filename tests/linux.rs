@@ -10,10 +10,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{kvm_or_skip, root, write_config};
@@ -94,32 +92,16 @@ fn debian_cloud_kernel_reaches_its_banner_and_ctrl_c_stops_it_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::line_channel(&mut child);
     let start = Instant::now();
     let mut seen = Vec::new();
     // The banner, then (a few seconds later, ring 0 being emulated here) the CPU count
     // Linux took from oslet's ACPI MADT: this kernel has no MP-table support.
-    let banner = loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) => {
-                let hit = l.starts_with("linux | ") && l.contains("smpboot: Allowing");
-                seen.push(l);
-                if hit {
-                    break seen
-                        .iter()
-                        .any(|l| l.starts_with("linux | ") && l.contains("Linux version "));
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() < Duration::from_secs(180) => {}
-            Err(_) => break false,
-        }
-    };
+    let banner = common::wait_for_line(&rx, &mut seen, start, Duration::from_secs(180), |l| {
+        l.starts_with("linux | ") && l.contains("smpboot: Allowing")
+    }) && seen
+        .iter()
+        .any(|l| l.starts_with("linux | ") && l.contains("Linux version "));
     // Ctrl-C: SIGINT to `oslet up`, which stops its VMM processes.
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -184,29 +166,19 @@ fn debian_bzimage_boots_through_the_64_bit_boot_protocol_to_its_banner() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::line_channel(&mut child);
     let start = Instant::now();
-    let banner = loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(l) if l.starts_with("bz | ") && l.contains("Linux version ") => break Some(l),
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) if start.elapsed() < Duration::from_secs(600) => {}
-            Err(_) => break None,
-        }
-    };
+    let mut seen = Vec::new();
+    let banner = common::wait_for_line(&rx, &mut seen, start, Duration::from_secs(600), |l| {
+        l.starts_with("bz | ") && l.contains("Linux version ")
+    });
     let took = start.elapsed();
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        banner.is_some(),
+        banner,
         "no banner from the bzImage within 600 s; stderr:\n{err}"
     );
     eprintln!("bzImage banner after {:.1} s", took.as_secs_f64());

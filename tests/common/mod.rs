@@ -178,3 +178,45 @@ pub fn wait_vmm_gone(cfg: &Path, name: &str) -> bool {
     }
     false
 }
+
+/// Lines of a child's stdout, through a channel (so a test can wait with a timeout).
+pub fn line_channel(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Reads lines into `seen` until `until` holds for one of them (true) or `limit`
+/// passes or the output ends (false).
+pub fn wait_for_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    start: std::time::Instant,
+    limit: std::time::Duration,
+    until: impl Fn(&str) -> bool,
+) -> bool {
+    loop {
+        let left = limit.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return false;
+        }
+        match rx.recv_timeout(left.min(std::time::Duration::from_secs(1))) {
+            Ok(l) => {
+                let hit = until(&l);
+                seen.push(l);
+                if hit {
+                    return true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
