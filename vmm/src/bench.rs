@@ -196,13 +196,7 @@ fn qemu_boot(kernel: &Path, vcpus: usize, dir: &Path) -> Result<BootSample, Stri
                     return Err(format!("QEMU brought up fewer CPUs than asked: {line}"));
                 }
                 ready = Some((monotonic_ns() - t0) as f64 / 1e6);
-                rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find_map(|l| l.strip_prefix("VmRSS:"))
-                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    });
+                rss = crate::vmm_process::rss_kib(pid);
             }
         }
     }

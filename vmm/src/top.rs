@@ -38,17 +38,6 @@ fn vcpu_ticks(pid: u64) -> (u64, usize) {
     (ticks, n)
 }
 
-fn rss_kib(pid: u64) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn get(sock: &Path, target: &str) -> Result<Value, String> {
     match control::request(sock, "GET", target) {
         Ok((200, body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
@@ -91,7 +80,13 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
                         (ticks.saturating_sub(*t0) as f64 / hz) / dt * 100.0
                     });
                     prev_ticks.insert(name.clone(), (ticks, now));
-                    (busy, rss_kib(pid))
+                    (
+                        busy,
+                        u32::try_from(pid)
+                            .ok()
+                            .and_then(crate::vmm_process::rss_kib)
+                            .unwrap_or(0),
+                    )
                 }
                 None => (None, 0),
             };

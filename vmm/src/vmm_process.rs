@@ -48,6 +48,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SupervisorError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Resident memory of process `pid` in KiB (VmRSS), if it is alive.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
