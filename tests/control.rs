@@ -18,6 +18,16 @@ struct Box {
 
 impl Box {
     fn up(test: &str) -> Option<Self> {
+        Self::up_with(
+            test,
+            "[[oslet]]\nname = \"alpha\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+             [[oslet]]\nname = \"beta\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
+             restart = \"on-failure\"\nrestart_limit = 2\n",
+        )
+    }
+
+    /// A detached box of the `[[oslet]]` tables in `oslets`.
+    fn up_with(test: &str, oslets: &str) -> Option<Self> {
         if !kvm_or_skip(test) {
             return None;
         }
@@ -25,10 +35,7 @@ impl Box {
         let cfg = write_config(
             dir.path(),
             "box.toml",
-            "[host]\noversubscribe = true\nlog_dir = \"logs\"\n\
-             [[oslet]]\nname = \"alpha\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
-             [[oslet]]\nname = \"beta\"\ncpus = 2\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n\
-             restart = \"on-failure\"\nrestart_limit = 2\n",
+            &format!("[host]\noversubscribe = true\nlog_dir = \"logs\"\n{oslets}"),
         );
         let sock = dir.path().join("oslet.sock");
         let (code, out, err) = run(&[
@@ -403,7 +410,7 @@ fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
         .find(|l| !l.trim().is_empty())
         .unwrap_or_default();
     assert!(
-        first.starts_with("oslet top: 2 OSlets (2 running)  vCPUs 4  memory 16 MiB"),
+        first.starts_with("oslet top: 2 OSlets (2 running)  vCPUs 4  busy 0.0  memory 16 MiB"),
         "{screen}"
     );
     assert!(
@@ -411,4 +418,57 @@ fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
         "{screen}"
     );
     assert!(screen.contains("VCPU BUSY"), "{screen}");
+}
+
+/// The busy/idle of each vCPU comes from KVM's per-vCPU statistics: a vCPU spinning
+/// in ring 3 reads as busy, the two parked in `hlt` as idle, in the API and in top.
+#[test]
+fn kvm_vcpu_statistics_show_the_spinning_vcpu_busy_and_the_halted_ones_idle() {
+    let Some(b) = Box::up_with(
+        "kvm_vcpu_statistics_show_the_spinning_vcpu_busy_and_the_halted_ones_idle",
+        "[[oslet]]\nname = \"spin\"\ncpus = 3\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"ring3-spin\"\n",
+    ) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let busy = loop {
+        let ps = b.ps();
+        let o = &ps[0];
+        if let Some(v) = o["vcpu_busy_pct"].as_array() {
+            if b.log("spin").contains("ring 3: spinning") {
+                break v.iter().map(|x| x.as_f64().unwrap()).collect::<Vec<f64>>();
+            }
+        }
+        assert!(Instant::now() < deadline, "no vcpu_busy_pct: {o}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // One more sample, wholly after the guest settled.
+    std::thread::sleep(Duration::from_millis(2100));
+    let ps = b.ps();
+    let busy2: Vec<f64> = ps[0]["vcpu_busy_pct"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(busy2.len(), 3, "{busy:?} then {busy2:?}");
+    assert!(busy2[0] > 80.0, "the spinning BSP: {busy2:?}");
+    assert!(
+        busy2[1] < 20.0 && busy2[2] < 20.0,
+        "the halted APs: {busy2:?}"
+    );
+    assert!(
+        ps[0]["kvm_exits_per_s"].as_f64().unwrap() > 0.0,
+        "KVM counts every exit, the in-kernel ones too: {}",
+        ps[0]
+    );
+    // top shows them, one screen.
+    let (code, out, err) = b.oslet(&["top", "--iterations", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("spin "))
+        .unwrap_or_else(|| panic!("no row for spin: {out}"));
+    assert!(row.trim_end().ends_with(" 0 0"), "per-vCPU busy %: {row}");
+    assert!(out.contains("from KVM's per-vCPU statistics"), "{out}");
 }

@@ -6,6 +6,8 @@ use std::os::fd::{FromRawFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
+use crate::kvm_stats::VcpuCounters;
+
 /// Environment variable carrying the event pipe's fd number to a VMM process.
 pub const EVENT_FD_ENV: &str = "OSLET_EVENT_FD";
 
@@ -98,12 +100,15 @@ pub enum Event {
         /// CLOCK_MONOTONIC, ns.
         mono_ns: u64,
     },
-    /// Exits that reached the VMM so far (sent about once a second).
+    /// Counters, sent about once a second.
     Stats {
-        /// Total userspace-visible vCPU exits since the VMM started.
+        /// Total vCPU exits that reached the VMM (userspace) since it started.
         exits: u64,
         /// CLOCK_MONOTONIC, ns.
         mono_ns: u64,
+        /// KVM's own counters per vCPU (empty where the kernel has no stats fd).
+        #[serde(default)]
+        vcpus: Vec<VcpuCounters>,
     },
     /// The OSlet ended.
     Ended {

@@ -18,6 +18,7 @@ pub mod control;
 pub mod devices;
 pub mod events;
 pub mod kvm;
+pub mod kvm_stats;
 pub mod link;
 pub mod log;
 pub mod memory;

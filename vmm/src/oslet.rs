@@ -17,6 +17,7 @@ use crate::console::ConsoleSink;
 use crate::devices::serial::{SerialPort, COM1_IRQ};
 use crate::devices::PioDevices;
 use crate::events::{Event, EventSink, Outcome};
+use crate::kvm_stats::VcpuStats;
 use crate::vcpu::{self, GuestExit, VcpuEvent};
 use crate::{kvm, link, memory, monotonic_ns, signals, testkernel, vm};
 
@@ -149,6 +150,18 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         fds.push(fd);
     }
     let tsc_khz = fds.first().and_then(|fd| fd.get_tsc_khz().ok());
+    // KVM's own per-vCPU counters (all exits, time halted) for `oslet top`; an older
+    // kernel without KVM_GET_STATS_FD just leaves them out.
+    let vcpu_stats: Vec<VcpuStats> = match fds.iter().map(VcpuStats::open).collect() {
+        Ok(v) => v,
+        Err(e) => {
+            crate::log::warn(format_args!(
+                "{}: no KVM vCPU statistics ({e}); oslet top falls back to host thread times",
+                plan.name
+            ));
+            Vec::new()
+        }
+    };
 
     if !vmm_plan.links.is_empty() && !vm.check_extension(Cap::ReadonlyMem) {
         return Err(OsletError::KvmCall(
@@ -249,6 +262,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             sink.send(&Event::Stats {
                 exits: devices.exits(),
                 mono_ns: now,
+                vcpus: vcpu_stats.iter().filter_map(|s| s.read().ok()).collect(),
             });
         }
         if let Some(signal) = signals::stop_requested() {

@@ -146,8 +146,14 @@ impl Supervisor<'_> {
 
     fn status_json(&self, s: &Slot) -> serde_json::Value {
         let plan = &self.partition.oslets[s.idx];
-        let (exits_per_s, state) = match (&s.run, s.phase) {
-            (Some(r), Phase::Running) => (lock(&r.shared).exits_per_s, "running"),
+        let (stats, state) = match (&s.run, s.phase) {
+            (Some(r), Phase::Running) => {
+                let sh = lock(&r.shared);
+                (
+                    Some((sh.exits_per_s, sh.kvm_exits_per_s, sh.vcpu_busy_pct.clone())),
+                    "running",
+                )
+            }
             (Some(_), _) => (None, "stopping"),
             (None, _) => (
                 None,
@@ -168,7 +174,9 @@ impl Supervisor<'_> {
             "memory_bytes": plan.memory_bytes,
             "uptime_s": s.run.as_ref().map(|_| s.started.elapsed().as_secs_f64()),
             "restarts": s.restarts,
-            "vmm_exits_per_s": exits_per_s,
+            "vmm_exits_per_s": stats.as_ref().and_then(|s| s.0),
+            "kvm_exits_per_s": stats.as_ref().and_then(|s| s.1),
+            "vcpu_busy_pct": stats.as_ref().map(|s| &s.2).filter(|b| !b.is_empty()),
             "last_exit": s.last.as_ref().map(|o| o.to_string()),
         })
     }

@@ -1,8 +1,9 @@
 //! `oslet top`: one live screen for the whole box. Totals come first (every OSlet's
-//! vCPUs, memory, vCPU busy time, exits and link traffic added up), then a line per
-//! OSlet and per link. vCPU busy time is the host CPU time of each VMM's vCPU
-//! threads (from /proc), the exit rate is what the VMMs report, and link traffic is
-//! read from the windows' producer indices by the supervisor.
+//! vCPUs, memory, busy vCPUs, exits and link traffic added up), then a line per
+//! OSlet and per link. Busy/idle per vCPU and the exit rate come from KVM's own
+//! per-vCPU statistics, which each VMM reads (`kvm_stats`); where the kernel has
+//! none, busy falls back to the host CPU time of the vCPU threads (from /proc).
+//! Link traffic is read from the windows' producer indices by the supervisor.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -65,21 +66,33 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
         let mut rows = Vec::new();
         let (mut t_vcpus, mut t_mem, mut t_rss, mut t_busy, mut t_exits, mut running) =
             (0u64, 0u64, 0u64, 0f64, 0f64, 0);
+        let mut fallback = false;
         for o in oslets.as_array().into_iter().flatten() {
             let name = o["name"].as_str().unwrap_or("?").to_string();
             let vcpus = o["vcpus"].as_u64().unwrap_or(0);
             let mem = o["memory_bytes"].as_u64().unwrap_or(0);
             t_vcpus += vcpus;
             t_mem += mem;
+            let per_vcpu: Vec<f64> = o["vcpu_busy_pct"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            // Busy, in vCPUs (1.0 = one vCPU fully busy).
             let (busy, rss) = match o["pid"].as_u64() {
                 Some(pid) => {
                     running += 1;
                     let (ticks, _) = vcpu_ticks(pid);
-                    let busy = prev_ticks.get(&name).map(|(t0, at)| {
+                    let from_threads = prev_ticks.get(&name).map(|(t0, at)| {
                         let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
-                        (ticks.saturating_sub(*t0) as f64 / hz) / dt * 100.0
+                        (ticks.saturating_sub(*t0) as f64 / hz) / dt
                     });
                     prev_ticks.insert(name.clone(), (ticks, now));
+                    let busy = if per_vcpu.is_empty() {
+                        fallback |= from_threads.is_some();
+                        from_threads
+                    } else {
+                        Some(per_vcpu.iter().sum::<f64>() / 100.0)
+                    };
                     (
                         busy,
                         u32::try_from(pid)
@@ -92,20 +105,31 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
             };
             t_rss += rss;
             t_busy += busy.unwrap_or(0.0);
-            let exits = o["vmm_exits_per_s"].as_f64();
+            let exits = o["kvm_exits_per_s"]
+                .as_f64()
+                .or(o["vmm_exits_per_s"].as_f64());
             t_exits += exits.unwrap_or(0.0);
+            let vmm_exits = o["vmm_exits_per_s"].as_f64();
             rows.push(format!(
-                "{:<16} {:<9} {:>5} {:>9} MiB {:>9} KiB {:>10} {:>10}",
+                "{:<16} {:<9} {:>5} {:>10} {:>9} MiB {:>9} KiB {:>10} {:>10}  {}",
                 name,
                 o["state"].as_str().unwrap_or("?"),
                 vcpus,
+                busy.map(|b| format!("{b:.1}"))
+                    .unwrap_or_else(|| "-".into()),
                 mem >> 20,
                 rss,
-                busy.map(|b| format!("{b:.0}%"))
-                    .unwrap_or_else(|| "-".into()),
                 exits
                     .map(|e| format!("{e:.0}"))
                     .unwrap_or_else(|| "-".into()),
+                vmm_exits
+                    .map(|e| format!("{e:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+                per_vcpu
+                    .iter()
+                    .map(|p| format!("{p:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
             ));
         }
         let mut link_rows = Vec::new();
@@ -136,18 +160,34 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
         let _ = write!(out, "\x1b[H\x1b[2J");
         let _ = writeln!(
             out,
-            "oslet top: {} OSlets ({running} running)  vCPUs {t_vcpus}  memory {} MiB  VMM RSS {} KiB  vCPU busy {:.0}%  exits/s {:.0}  links {:.1} MiB/s",
+            "oslet top: {} OSlets ({running} running)  vCPUs {t_vcpus}  busy {t_busy:.1}  memory {} MiB  VMM RSS {} KiB  exits/s {:.0}  links {:.1} MiB/s",
             rows.len(),
             t_mem >> 20,
             t_rss,
-            t_busy,
             t_exits,
             t_link
         );
         let _ = writeln!(
             out,
-            "\n{:<16} {:<9} {:>5} {:>13} {:>13} {:>10} {:>10}",
-            "NAME", "STATE", "VCPUS", "MEMORY", "VMM RSS", "VCPU BUSY", "EXITS/S"
+            "{}",
+            if fallback {
+                "(busy: host CPU time of the vCPU threads; this kernel has no KVM vCPU statistics)"
+            } else {
+                "(busy: vCPUs not halted, from KVM's per-vCPU statistics; exits/s: every exit KVM saw)"
+            }
+        );
+        let _ = writeln!(
+            out,
+            "\n{:<16} {:<9} {:>5} {:>10} {:>13} {:>13} {:>10} {:>10}  {}",
+            "NAME",
+            "STATE",
+            "VCPUS",
+            "VCPU BUSY",
+            "MEMORY",
+            "VMM RSS",
+            "EXITS/S",
+            "VMM EXITS",
+            "PER-VCPU BUSY %"
         );
         for r in rows {
             let _ = writeln!(out, "{r}");

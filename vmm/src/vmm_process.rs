@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use oslet_config::{Console, Partition};
 
 use crate::events::{Event, Outcome, EVENT_FD_ENV};
+use crate::kvm_stats::{self, VcpuCounters};
 use crate::link::{self, LinkAttach, SharedLink};
 use crate::monotonic_ns;
 use crate::oslet::VmmPlan;
@@ -27,6 +28,40 @@ pub(crate) struct Shared {
     /// Last (exits, CLOCK_MONOTONIC ns) reported, and the rate between the last two.
     pub(crate) exits: Option<(u64, u64)>,
     pub(crate) exits_per_s: Option<f64>,
+    /// KVM's per-vCPU counters last reported, and what they give over the last second.
+    pub(crate) vcpus: Vec<VcpuCounters>,
+    pub(crate) vcpu_busy_pct: Vec<f64>,
+    pub(crate) kvm_exits_per_s: Option<f64>,
+}
+
+impl Shared {
+    /// Takes one Stats event: rates over the time since the previous one.
+    fn add_stats(&mut self, exits: u64, mono_ns: u64, vcpus: Vec<VcpuCounters>) {
+        if let Some((e0, t0)) = self.exits {
+            let dt_ns = mono_ns.saturating_sub(t0);
+            if dt_ns > 0 {
+                let dt = dt_ns as f64 / 1e9;
+                self.exits_per_s = Some(exits.saturating_sub(e0) as f64 / dt);
+                if vcpus.len() == self.vcpus.len() && !vcpus.is_empty() {
+                    self.vcpu_busy_pct = self
+                        .vcpus
+                        .iter()
+                        .zip(&vcpus)
+                        .filter_map(|(a, b)| kvm_stats::busy_pct(a, b, dt_ns))
+                        .collect();
+                    let d: u64 = self
+                        .vcpus
+                        .iter()
+                        .zip(&vcpus)
+                        .map(|(a, b)| b.exits.saturating_sub(a.exits))
+                        .sum();
+                    self.kvm_exits_per_s = Some(d as f64 / dt);
+                }
+            }
+        }
+        self.exits = Some((exits, mono_ns));
+        self.vcpus = vcpus;
+    }
 }
 
 pub(crate) struct Running {
@@ -227,16 +262,11 @@ pub(crate) fn spawn_one(
                     }
                     Ok(Event::Ended { outcome }) => lock(&shared).outcome = Some(outcome),
                     Ok(Event::Started { .. }) => {}
-                    Ok(Event::Stats { exits, mono_ns }) => {
-                        let mut s = lock(&shared);
-                        if let Some((e0, t0)) = s.exits {
-                            let dt = mono_ns.saturating_sub(t0) as f64 / 1e9;
-                            if dt > 0.0 {
-                                s.exits_per_s = Some(exits.saturating_sub(e0) as f64 / dt);
-                            }
-                        }
-                        s.exits = Some((exits, mono_ns));
-                    }
+                    Ok(Event::Stats {
+                        exits,
+                        mono_ns,
+                        vcpus,
+                    }) => lock(&shared).add_stats(exits, mono_ns, vcpus),
                     Err(_) => crate::log::warn(format_args!(
                         "unreadable event from a VMM process: {line}"
                     )),

@@ -101,6 +101,13 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
         say!("ring 3 ok (cpl ", cpl, ")");
         poweroff(0)
     }
+    if args.has("ring3-spin") {
+        // A busy vCPU that never halts or exits, for `oslet top` and its tests.
+        say!("ring 3: spinning (cpl ", cpl, ")");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     if args.has("ring3-fault") {
         say!("raising #UD in ring 3 (cpl ", cpl, ")");
         // SAFETY: deliberately faults: the exception handler (ring 0)
