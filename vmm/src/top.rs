@@ -178,16 +178,8 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
         );
         let _ = writeln!(
             out,
-            "\n{:<16} {:<9} {:>5} {:>10} {:>13} {:>13} {:>10} {:>10}  {}",
-            "NAME",
-            "STATE",
-            "VCPUS",
-            "VCPU BUSY",
-            "MEMORY",
-            "VMM RSS",
-            "EXITS/S",
-            "VMM EXITS",
-            "PER-VCPU BUSY %"
+            "\n{:<16} {:<9} {:>5} {:>10} {:>13} {:>13} {:>10} {:>10}  PER-VCPU BUSY %",
+            "NAME", "STATE", "VCPUS", "VCPU BUSY", "MEMORY", "VMM RSS", "EXITS/S", "VMM EXITS",
         );
         for r in rows {
             let _ = writeln!(out, "{r}");
