@@ -262,6 +262,23 @@ fn every_documented_api_call_works_through_curl() {
     assert_eq!(curl(s, "POST", "/v1/oslets/alpha/start").0, 200);
     assert_eq!(curl(s, "POST", "/v1/oslets/alpha/restart").0, 200);
     assert_eq!(curl(s, "GET", "/v1/oslets/nobody").0, 404);
+    assert_eq!(curl(s, "POST", "/v1/oslets/nobody/console").0, 404);
+    // console: the answer is 101 and the connection then carries the console bytes.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(s).unwrap();
+        c.write_all(
+            b"POST /v1/oslets/alpha/console HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = [0u8; 32];
+        c.read_exact(&mut head).unwrap();
+        assert!(
+            head.starts_with(b"HTTP/1.1 101 Switching Protocols"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
     assert_eq!(curl(s, "DELETE", "/v1/oslets/alpha").0, 405);
     assert_eq!(curl(s, "GET", "/v2/anything").0, 404);
     // A malformed request: the supervisor answers 400 and keeps serving.
@@ -471,4 +488,166 @@ fn kvm_vcpu_statistics_show_the_spinning_vcpu_busy_and_the_halted_ones_idle() {
         .unwrap_or_else(|| panic!("no row for spin: {out}"));
     assert!(row.trim_end().ends_with(" 0 0"), "per-vCPU busy %: {row}");
     assert!(out.contains("from KVM's per-vCPU statistics"), "{out}");
+}
+
+/// `oslet console NAME --socket S` with piped stdin and stdout.
+fn attach_console(b: &Box, name: &str) -> std::process::Child {
+    common::oslet()
+        .args(["console", name, "--socket", b.sock.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// `oslet console`: what is typed reaches the guest's UART and its answer comes
+/// back; Ctrl-] detaches and leaves the OSlet running; a second attach works; the
+/// OSlet ending closes the console; unknown and stopped OSlets are clear errors.
+#[test]
+fn console_attach_types_into_the_guest_detaches_with_ctrl_bracket_and_closes_at_its_end() {
+    use std::io::Write;
+    let Some(b) = Box::up_with(
+        "console_attach_types_into_the_guest_detaches_with_ctrl_bracket_and_closes_at_its_end",
+        "[[oslet]]\nname = \"echo\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"ring3-echo\"\n\
+         [[oslet]]\nname = \"other\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    ) else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log("echo").contains("console echo") {
+        assert!(
+            Instant::now() < deadline,
+            "echo never started: {}",
+            b.log("echo")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let limit = Duration::from_secs(20);
+
+    // First attach: a line goes in, its echo comes out; Ctrl-] detaches.
+    let mut c = attach_console(&b, "echo");
+    let rx = common::line_channel(&mut c);
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(b"hello oslet\n").unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        common::wait_for_line(&rx, &mut seen, Instant::now(), limit, |l| l
+            .contains("echo: hello oslet")),
+        "no echo: {seen:?}"
+    );
+    stdin.write_all(&[0x1d]).unwrap();
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("attached to echo's console"), "{err}");
+    assert!(err.contains("detached from echo's console"), "{err}");
+    assert_eq!(b.state("echo").0, "running", "detaching leaves it running");
+    assert!(
+        b.log("echo").contains("echo: hello oslet"),
+        "the log has it too"
+    );
+
+    // Second attach: "poweroff" ends the guest, which closes the console (exit 3).
+    let mut c = attach_console(&b, "echo");
+    let rx = common::line_channel(&mut c);
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(b"poweroff\n").unwrap();
+    let mut seen = Vec::new();
+    assert!(
+        common::wait_for_line(&rx, &mut seen, Instant::now(), limit, |l| l
+            .contains("echo: poweroff")),
+        "no echo: {seen:?}"
+    );
+    let out = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("echo's console closed"), "{err}");
+    b.wait_state("echo", "ended", 0);
+    assert_eq!(b.state("other").0, "running");
+
+    // Errors: an OSlet that ended, and a name that does not exist.
+    let (code, _, err) = b.oslet(&["console", "echo"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("echo is not running"), "{err}");
+    let (code, _, err) = b.oslet(&["console", "nosuch"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no OSlet named \"nosuch\""), "{err}");
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The same in a real terminal (tmux): raw mode, Enter as typed, Ctrl-] as a key.
+#[test]
+fn console_in_a_real_terminal_detaches_with_ctrl_bracket() {
+    let Some(b) = Box::up_with(
+        "console_in_a_real_terminal_detaches_with_ctrl_bracket",
+        "[[oslet]]\nname = \"echo\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"ring3-echo\"\n",
+    ) else {
+        return;
+    };
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var("CI").is_err(), "tmux is missing in CI");
+        eprintln!("skipped console_in_a_real_terminal_detaches_with_ctrl_bracket: no tmux");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !b.log("echo").contains("console echo") {
+        assert!(Instant::now() < deadline, "echo never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let session = format!("oslet-console-{}", std::process::id());
+    let cmd = format!(
+        "{} console echo --socket {}; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_oslet"),
+        b.sock.display()
+    );
+    let st = std::process::Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "20",
+            "sh",
+            "-c",
+            &cmd,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let wait_screen = |want: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+            if screen.contains(want) || Instant::now() > deadline {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let screen = wait_screen("attached to echo's console");
+    assert!(screen.contains("attached"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "typed in tmux", "Enter"]);
+    let screen = wait_screen("echo: typed in tmux");
+    assert!(screen.contains("echo: typed in tmux"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "C-]"]);
+    let screen = wait_screen("EXIT=");
+    tmux(&["kill-session", "-t", &session]);
+    assert!(screen.contains("detached from echo's console"), "{screen}");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert_eq!(b.state("echo").0, "running");
 }

@@ -131,6 +131,9 @@ pub enum Call {
     Ping,
     /// `GET /v1/links`: every link and the bytes each side has sent.
     Links,
+    /// `POST /v1/oslets/NAME/console`: attach to its serial console (the connection
+    /// becomes the console's byte stream after a 101 answer).
+    Console(String),
 }
 
 /// Maps a request to a call, or (status, message).
@@ -145,6 +148,7 @@ pub fn route(req: &Request) -> Result<Call, (u16, String)> {
         ("POST", ["v1", "oslets", name, "stop"]) => Call::Stop(name.to_string()),
         ("POST", ["v1", "oslets", name, "start"]) => Call::Start(name.to_string()),
         ("POST", ["v1", "oslets", name, "restart"]) => Call::Restart(name.to_string()),
+        ("POST", ["v1", "oslets", name, "console"]) => Call::Console(name.to_string()),
         ("POST", ["v1", "down"]) => Call::Down,
         (_, ["v1", "ping" | "oslets" | "links" | "down", ..]) => {
             return Err((

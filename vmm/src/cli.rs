@@ -85,6 +85,14 @@ enum Cmd {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Attach this terminal to a running OSlet's serial console; Ctrl-] detaches.
+    Console {
+        /// The OSlet.
+        name: String,
+        /// The control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
     /// Print an OSlet's console log (its last 64 KiB).
     Logs {
         /// The OSlet.
@@ -213,6 +221,9 @@ pub fn main() -> i32 {
             &format!("/v1/oslets/{name}/restart"),
         ),
         Cmd::Logs { name, socket } => cmd_logs(socket.as_deref(), &name),
+        Cmd::Console { name, socket } => {
+            crate::console_attach::run_client(&control::socket_path(socket.as_deref()), &name)
+        }
         Cmd::Down { socket } => cmd_call(socket.as_deref(), "POST", "/v1/down"),
         Cmd::Bench {
             what: BenchCmd::Boot(args),
@@ -520,10 +531,12 @@ fn cmd_vmm(config: &Path, name: &str) -> i32 {
     outcome.exit_code()
 }
 
-/// Reads the plan `oslet up` wrote on stdin.
+/// Reads the plan `oslet up` wrote as the first line of stdin (the rest of stdin is
+/// the OSlet's console input, see `oslet::run`).
 fn read_plan(config: &Path, name: &str) -> Result<oslet::VmmPlan, String> {
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+    std::io::stdin()
+        .read_line(&mut text)
         .map_err(|e| format!("cannot read the plan on stdin: {e}"))?;
     let plan: oslet::VmmPlan = serde_json::from_str(&text).map_err(|e| {
         format!(

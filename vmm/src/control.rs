@@ -57,8 +57,11 @@ pub fn socket_path(flag: Option<&Path>) -> PathBuf {
 pub struct Pending {
     /// The call.
     pub call: Call,
-    /// Takes the complete HTTP response.
+    /// Takes the complete HTTP response; an empty one means the call took over the
+    /// connection (a console).
     pub reply: Sender<Vec<u8>>,
+    /// The client's connection, for calls that take it over (`Call::Console`).
+    pub stream: Option<UnixStream>,
 }
 
 /// A bound control socket; removed when dropped, after the replies in flight (such
@@ -147,7 +150,18 @@ fn handle(mut stream: UnixStream, calls: &Sender<Pending>) {
             Err((status, msg)) => api::error_response(status, &msg),
             Ok(call) => {
                 let (tx, rx) = mpsc::channel();
-                if calls.send(Pending { call, reply: tx }).is_err() {
+                let stream = match call {
+                    Call::Console(_) => stream.try_clone().ok(),
+                    _ => None,
+                };
+                if calls
+                    .send(Pending {
+                        call,
+                        reply: tx,
+                        stream,
+                    })
+                    .is_err()
+                {
                     api::error_response(503, "the supervisor is shutting down")
                 } else {
                     rx.recv().unwrap_or_else(|_| {
@@ -157,7 +171,9 @@ fn handle(mut stream: UnixStream, calls: &Sender<Pending>) {
             }
         },
     };
-    let _ = stream.write_all(&response);
+    if !response.is_empty() {
+        let _ = stream.write_all(&response);
+    }
 }
 
 /// Sends one request to the supervisor at `path`; returns (status, body).

@@ -14,6 +14,7 @@ pub mod bench_link;
 pub mod boot;
 pub mod cli;
 pub mod console;
+pub mod console_attach;
 pub mod control;
 pub mod devices;
 pub mod events;

@@ -104,6 +104,34 @@ pub fn kernel_cmdline(
     c
 }
 
+/// Feeds this process's stdin (what `oslet console` clients type; the plan was its
+/// first line) into COM1's receive FIFO, waiting while the FIFO is full.
+fn spawn_console_input(name: &str, devices: Arc<PioDevices>) {
+    let spawned = std::thread::Builder::new()
+        .name(format!("{name}-console-in"))
+        .spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 256];
+            loop {
+                let n = match std::io::Read::read(&mut stdin, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    let took = devices.console_input(rest);
+                    rest = &rest[took..];
+                    if took == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        crate::log::warn(format_args!("{name}: no console input: {e}"));
+    }
+}
+
 /// Builds and runs the OSlet of `plan` until it ends; reports events to `sink`.
 pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletError> {
     let plan = &vmm_plan.oslet;
@@ -232,6 +260,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     }
     devices.set_links(links.iter().map(|l| l.info.clone()).collect());
 
+    spawn_console_input(&plan.name, Arc::clone(&devices));
     vcpu::install_kick_handler().map_err(|e| OsletError::Os("install the vCPU kick handler", e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
@@ -268,6 +297,8 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         if let Some(signal) = signals::stop_requested() {
             break Outcome::Stopped { signal };
         }
+        // A partial line (a shell prompt) reaches the log and attached consoles too.
+        devices.flush();
         if let Some(d) = daemon.as_mut() {
             if let Some(status) = d.exited() {
                 crate::log::warn(format_args!(

@@ -273,6 +273,22 @@ impl Supervisor<'_> {
                     reply(r);
                 }
             },
+            Call::Console(n) => match self.find(n) {
+                None => reply(self.unknown(n)),
+                Some(i) => match (&self.slots[i].run, self.slots[i].phase, p.stream) {
+                    (Some(r), Phase::Running, Some(stream)) => match r.consoles.attach(n, stream) {
+                        Ok(()) => reply(Vec::new()),
+                        Err(e) => reply(api::error_response(409, &e)),
+                    },
+                    (_, _, None) => {
+                        reply(api::error_response(500, "the console connection was lost"))
+                    }
+                    _ => reply(api::error_response(
+                        409,
+                        &format!("{n} is not running; start it first"),
+                    )),
+                },
+            },
             Call::Down => {
                 self.stop_all();
                 self.down.get_or_insert_with(Vec::new).push(p.reply);

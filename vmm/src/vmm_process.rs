@@ -2,7 +2,7 @@
 //! and its link fds in place, its console relayed line by line with the OSlet's name
 //! in front, and its events (first instruction, stats, end) collected.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use oslet_config::{Console, Partition};
 
+use crate::console_attach::Attached;
 use crate::events::{Event, Outcome, EVENT_FD_ENV};
 use crate::kvm_stats::{self, VcpuCounters};
 use crate::link::{self, LinkAttach, SharedLink};
@@ -70,6 +71,8 @@ pub(crate) struct Running {
     pub(crate) shared: Arc<Mutex<Shared>>,
     pub(crate) threads: Vec<JoinHandle<()>>,
     pub(crate) status: Option<std::process::ExitStatus>,
+    /// Consoles attached with `oslet console`, and the VMM's console input.
+    pub(crate) consoles: Arc<Attached>,
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SupervisorError> {
@@ -94,6 +97,9 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 pub(crate) fn lock(m: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// A console line longer than this is relayed in pieces.
+const MAX_RELAY_LINE: usize = 64 * 1024;
 
 /// The fd number the VMM process finds its event pipe at.
 const CHILD_EVENT_FD: i32 = 3;
@@ -198,54 +204,77 @@ pub(crate) fn spawn_one(
     // The VMM process gets its plan, as validated here, as JSON on stdin: it must not
     // validate the file again against a host whose free resources (huge pages) the
     // other OSlets are taking meanwhile.
-    if let Some(mut stdin) = child.stdin.take() {
+    // Its first line: the rest of stdin is console input (`oslet console`).
+    let mut stdin = child.stdin.take();
+    if let Some(stdin) = stdin.as_mut() {
         let sent = serde_json::to_vec(&vmm_plan)
             .map_err(std::io::Error::other)
-            .and_then(|json| stdin.write_all(&json));
+            .and_then(|mut json| {
+                json.push(b'\n');
+                stdin.write_all(&json)
+            });
         if let Err(e) = sent {
             let _ = child.kill();
             let _ = child.wait();
             return Err(SupervisorError::Spawn(name, e));
         }
     }
+    let consoles = Arc::new(Attached::new(stdin));
     let pid = child.id();
     let shared = Arc::new(Mutex::new(Shared::default()));
     let mut threads = Vec::new();
 
     if let Some(stdout) = child.stdout.take() {
         let shared = Arc::clone(&shared);
+        let consoles = Arc::clone(&consoles);
         let relay = plan.console == Console::Terminal && !opts.quiet;
         let keep = opts.quiet;
         let marker = opts.ready_marker.clone();
         let label = format!("{name:<width$}");
         threads.push(std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                if let Some(m) = &marker {
-                    if line.contains(m.as_str()) {
-                        let mut s = lock(&shared);
-                        if s.ready_ms.is_none() {
-                            s.ready_ms = Some((monotonic_ns().saturating_sub(t0)) as f64 / 1e6);
-                            s.vmm_rss_kib = rss_kib(pid);
-                        }
+            let mut stdout = stdout;
+            let mut chunk = [0u8; 4096];
+            let mut pending: Vec<u8> = Vec::new();
+            let mut eof = false;
+            while !eof {
+                // Attached consoles get the bytes as they come (a prompt has no newline);
+                // the relay, the ready marker and `quiet` capture take whole lines.
+                match stdout.read(&mut chunk) {
+                    Ok(0) | Err(_) => eof = true,
+                    Ok(n) => {
+                        consoles.broadcast(&chunk[..n]);
+                        pending.extend_from_slice(&chunk[..n]);
                     }
                 }
-                if relay {
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{label} | {line}");
+                let mut lines = Vec::new();
+                while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                    lines.push(pending.drain(..=pos).collect::<Vec<u8>>());
                 }
-                if keep {
-                    lock(&shared).console.push(line.to_string());
+                if (eof && !pending.is_empty()) || pending.len() >= MAX_RELAY_LINE {
+                    lines.push(std::mem::take(&mut pending));
+                }
+                for buf in lines {
+                    let line = String::from_utf8_lossy(&buf);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if let Some(m) = &marker {
+                        if line.contains(m.as_str()) {
+                            let mut s = lock(&shared);
+                            if s.ready_ms.is_none() {
+                                s.ready_ms = Some((monotonic_ns().saturating_sub(t0)) as f64 / 1e6);
+                                s.vmm_rss_kib = rss_kib(pid);
+                            }
+                        }
+                    }
+                    if relay {
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{label} | {line}");
+                    }
+                    if keep {
+                        lock(&shared).console.push(line.to_string());
+                    }
                 }
             }
+            consoles.close_all();
         }));
     }
     {
@@ -280,6 +309,7 @@ pub(crate) fn spawn_one(
         shared,
         threads,
         status: None,
+        consoles,
     })
 }
 

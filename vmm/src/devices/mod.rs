@@ -120,6 +120,11 @@ impl PioDevices {
         }
     }
 
+    /// Console input for COM1: how many of `bytes` its receive FIFO took.
+    pub fn console_input(&self, bytes: &[u8]) -> usize {
+        lock(&self.serial).input(bytes)
+    }
+
     /// Counts one vCPU exit that reached the VMM.
     pub fn count_exit(&self) {
         self.exits.fetch_add(1, Ordering::Relaxed);

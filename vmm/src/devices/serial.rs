@@ -46,6 +46,12 @@ impl SerialPort {
         self.uart.read(offset)
     }
 
+    /// Puts console input into the receive FIFO (raising the interrupt if the guest
+    /// enabled it); returns how many bytes fit, 0 when the FIFO is full.
+    pub fn input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
     /// Flushes buffered console output.
     pub fn flush(&mut self) {
         use std::io::Write;

@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod clock;
 mod doorbell;
+mod echo;
 mod fs;
 mod hostile;
 mod link;
@@ -107,6 +108,9 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
         loop {
             core::hint::spin_loop();
         }
+    }
+    if args.has("ring3-echo") {
+        echo::run()
     }
     if args.has("ring3-fault") {
         say!("raising #UD in ring 3 (cpl ", cpl, ")");
