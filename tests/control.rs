@@ -651,3 +651,117 @@ fn console_in_a_real_terminal_detaches_with_ctrl_bracket() {
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert_eq!(b.state("echo").0, "running");
 }
+
+/// The guest agent's reports over the agent link reach the API and top; malformed
+/// reports are refused and logged while the good ones keep coming; an OSlet
+/// without an agent shows none.
+#[test]
+fn guest_agent_reports_reach_ps_and_top_and_bad_reports_are_refused() {
+    let Some(b) = Box::up_with(
+        "guest_agent_reports_reach_ps_and_top_and_bad_reports_are_refused",
+        "[[oslet]]\nname = \"ag\"\ncpus = 2\nmemory = \"16MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"ring3-agent agent-garbage\"\n\
+         [[oslet]]\nname = \"quiet\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    ) else {
+        return;
+    };
+    let show = |name: &str| -> serde_json::Value {
+        let (code, out, err) = b.oslet(&["ps", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let g = show("ag")["guest"].clone();
+        if !g.is_null() {
+            break g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no agent report: {}",
+            b.log("ag")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // What the guest said on its console about itself is what it reports.
+    let log = b.log("ag");
+    let kib: u64 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("oslet-testkernel: memory "))
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no memory line: {log}"));
+    assert_eq!(first["mem_total_kib"].as_u64(), Some(kib), "{first}");
+    assert_eq!(first["cpus_online"].as_u64(), Some(2), "{first}");
+    assert_eq!(first["load_milli"][0].as_u64(), Some(1000), "{first}");
+    let avail = first["mem_available_kib"].as_u64().unwrap();
+    assert!(avail > 0 && avail < kib, "{first}");
+    // Reports keep coming (one a second).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let g = show("ag")["guest"].clone();
+        if g["seq"].as_u64() > first["seq"].as_u64() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "reports stopped at {first}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(show("quiet")["guest"].is_null(), "no agent, no report");
+    let sup = std::fs::read_to_string(b.dir.path().join("logs/supervisor.log")).unwrap();
+    assert!(
+        sup.contains("ag: guest agent sent a bad report: magic")
+            && sup.contains("ag: guest agent sent a bad report: 10 bytes, not 64"),
+        "{sup}"
+    );
+    let (code, out, err) = b.oslet(&["top", "--iterations", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("guests (1 reporting): load 1.00  memory in use"),
+        "{out}"
+    );
+    let row = out.lines().find(|l| l.starts_with("ag ")).unwrap();
+    assert!(row.contains(&format!("/{} MiB", kib >> 10)), "{row}");
+    assert!(row.contains(" 1.00 "), "{row}");
+}
+
+/// A guest that writes noise over its agent link: its VMM reports the link broken
+/// (once), keeps the last good report, and the OSlet runs on.
+#[test]
+fn a_guest_scribbling_over_its_agent_link_is_reported_and_runs_on() {
+    let Some(b) = Box::up_with(
+        "a_guest_scribbling_over_its_agent_link_is_reported_and_runs_on",
+        "[[oslet]]\nname = \"scrib\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"ring3-agent agent-scribble\"\n",
+    ) else {
+        return;
+    };
+    let sup = || std::fs::read_to_string(b.dir.path().join("logs/supervisor.log")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sup().contains("the guest agent link is broken") {
+        assert!(
+            Instant::now() < deadline,
+            "no broken-link report: {}\n{}",
+            sup(),
+            b.log("scrib")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.log("scrib").contains("agent: scribbled"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let ps = b.ps();
+    assert_eq!(ps[0]["state"], "running", "{ps}");
+    let seq = ps[0]["guest"]["seq"].as_u64();
+    assert!(
+        seq.is_some_and(|s| s <= 3),
+        "the last good report stays: {ps}"
+    );
+    assert_eq!(
+        sup().matches("the guest agent link is broken").count(),
+        1,
+        "reported once"
+    );
+}

@@ -252,6 +252,7 @@ fn initramfs_holds_init_busybox_oslet_msg_and_the_modules_with_their_dependencie
         "mount -t virtiofs",
         "oslet-msg list",
         "oslet-msg serve",
+        "oslet-msg agent",
         "say ready",
     ] {
         assert!(init.contains(needle), "init lacks {needle:?}");
@@ -272,7 +273,7 @@ fn initramfs_holds_init_busybox_oslet_msg_and_the_modules_with_their_dependencie
     let help = Command::new(&msg).arg("--help").output().unwrap();
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["list", "send", "recv", "ping", "serve"] {
+    for cmd in ["list", "send", "recv", "ping", "serve", "agent"] {
         assert!(help.contains(cmd), "oslet-msg --help lacks {cmd}:\n{help}");
     }
 
@@ -464,7 +465,8 @@ fn init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg() {
     // A link word like oslet's (the window is only PCI hole in QEMU, so the agent
     // just waits), and a virtio-fs tag QEMU does not provide (init must carry on).
     let cmdline = "console=ttyS0 reboot=k panic=1 oslet.agent oslet.name=tcgvm \
-                   oslet.shared=nosuchtag oslet.link=app,a,0xd0000000,0x40000,0xfeb00000,5";
+                   oslet.shared=nosuchtag oslet.link=app,a,0xd0000000,0x40000,0xfeb00000,5 \
+                   oslet.agentlink=0xcfe00000,0x1000";
     let mut child = Command::new("qemu-system-x86_64")
         .args([
             "-M",
@@ -560,6 +562,12 @@ fn init_loads_the_modules_starts_the_agent_and_gives_a_shell_under_qemu_tcg() {
     assert!(
         seen.iter()
             .any(|l| l.starts_with("oslet-init: agent: serving app")),
+        "{console}"
+    );
+    assert!(
+        seen.iter().any(|l| l.starts_with(
+            "oslet-init: agent: reporting to the VMM on the agent link at 0xcfe00000,0x1000"
+        )),
         "{console}"
     );
     assert!(seen.iter().any(|l| l == "SHELL-42 tcgvm"), "{console}");

@@ -67,6 +67,7 @@ compile_error!(
     "oslet-interconnect needs 64-bit atomics: ring data is accessed as aligned u64 words"
 );
 
+pub mod agent;
 mod endpoint;
 mod error;
 pub mod layout;

@@ -6,6 +6,7 @@ use std::os::fd::{FromRawFd, RawFd};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::GuestReport;
 use crate::kvm_stats::VcpuCounters;
 
 /// Environment variable carrying the event pipe's fd number to a VMM process.
@@ -109,6 +110,9 @@ pub enum Event {
         /// KVM's own counters per vCPU (empty where the kernel has no stats fd).
         #[serde(default)]
         vcpus: Vec<VcpuCounters>,
+        /// The guest agent's latest report, if it has sent one.
+        #[serde(default)]
+        guest: Option<GuestReport>,
     },
     /// The OSlet ended.
     Ended {

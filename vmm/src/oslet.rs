@@ -11,6 +11,7 @@ use kvm_ioctls::Cap;
 use oslet_config::{Console, Kernel, OsletPlan};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::agent::AgentLink;
 use crate::arch::{cpuid, regs};
 use crate::boot::{self, BootRequest, KernelSource};
 use crate::console::ConsoleSink;
@@ -54,6 +55,9 @@ pub enum OsletError {
     /// The virtio-fs device could not be set up.
     #[error("shared filesystem")]
     FsDevice(#[from] crate::devices::vhost_user_fs::FsDeviceError),
+    /// The agent link could not be set up.
+    #[error("agent link")]
+    Agent(#[from] crate::agent::AgentError),
     /// A thread or signal could not be set up.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -72,23 +76,26 @@ pub struct VmmPlan {
 }
 
 /// The kernel command line an OSlet boots with: the file's (or a default for Linux),
-/// then what oslet tells the guest: its name, the TSC rate and one word per link.
+/// then what oslet tells the guest: its name, the TSC rate, its agent link and one
+/// word per link.
 pub fn kernel_cmdline(
     plan: &OsletPlan,
     links: &[link::LinkAttach],
     shared_fs: Option<&oslet_config::SharedFsPlan>,
     tsc_khz: Option<u32>,
+    agent_word: &str,
 ) -> String {
     let mut c = match (&plan.kernel, &plan.cmdline) {
         (_, Some(c)) => c.clone(),
         (Kernel::TestKernel, None) => String::new(),
         (Kernel::Image { .. }, None) => "console=ttyS0 reboot=k panic=1 pci=off".to_string(),
     };
-    if matches!(plan.kernel, Kernel::TestKernel) || !links.is_empty() || shared_fs.is_some() {
+    {
         let mut words = vec![format!("oslet.name={}", plan.name)];
         if let Some(khz) = tsc_khz {
             words.push(format!("oslet.tsc_khz={khz}"));
         }
+        words.push(agent_word.to_string());
         words.extend(links.iter().map(link::cmdline_word));
         if let Some(fs) = shared_fs {
             words.push(crate::devices::vhost_user_fs::cmdline_word());
@@ -206,6 +213,9 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         )?);
     }
 
+    // The guest agent's link to this VMM (reports for `oslet top`).
+    let mut agent = AgentLink::attach(&vm)?;
+
     let kernel = match &plan.kernel {
         Kernel::TestKernel => KernelSource::Embedded(testkernel::IMAGE),
         Kernel::Image { path, format } => KernelSource::File(path, *format),
@@ -243,7 +253,13 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             gsi: crate::devices::vhost_user_fs::FS_GSI,
         })
         .collect();
-    let cmdline = kernel_cmdline(plan, &vmm_plan.links, vmm_plan.shared_fs.as_ref(), tsc_khz);
+    let cmdline = kernel_cmdline(
+        plan,
+        &vmm_plan.links,
+        vmm_plan.shared_fs.as_ref(),
+        tsc_khz,
+        &agent.cmdline_word(),
+    );
     let info = boot::load(
         &mem,
         &BootRequest {
@@ -292,6 +308,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 exits: devices.exits(),
                 mono_ns: now,
                 vcpus: vcpu_stats.iter().filter_map(|s| s.read().ok()).collect(),
+                guest: agent.poll(&plan.name),
             });
         }
         if let Some(signal) = signals::stop_requested() {
@@ -344,6 +361,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     drop(daemon);
     // The VM (and its memory slots) goes before the guest memory and windows it maps.
     drop(vm);
+    drop(agent);
     drop(links);
     drop(mem);
     Ok(outcome)

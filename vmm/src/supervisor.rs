@@ -150,7 +150,12 @@ impl Supervisor<'_> {
             (Some(r), Phase::Running) => {
                 let sh = lock(&r.shared);
                 (
-                    Some((sh.exits_per_s, sh.kvm_exits_per_s, sh.vcpu_busy_pct.clone())),
+                    Some((
+                        sh.exits_per_s,
+                        sh.kvm_exits_per_s,
+                        sh.vcpu_busy_pct.clone(),
+                        sh.guest,
+                    )),
                     "running",
                 )
             }
@@ -177,6 +182,7 @@ impl Supervisor<'_> {
             "vmm_exits_per_s": stats.as_ref().and_then(|s| s.0),
             "kvm_exits_per_s": stats.as_ref().and_then(|s| s.1),
             "vcpu_busy_pct": stats.as_ref().map(|s| &s.2).filter(|b| !b.is_empty()),
+            "guest": stats.as_ref().and_then(|s| s.3),
             "last_exit": s.last.as_ref().map(|o| o.to_string()),
         })
     }

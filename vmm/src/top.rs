@@ -3,7 +3,8 @@
 //! OSlet and per link. Busy/idle per vCPU and the exit rate come from KVM's own
 //! per-vCPU statistics, which each VMM reads (`kvm_stats`); where the kernel has
 //! none, busy falls back to the host CPU time of the vCPU threads (from /proc).
-//! Link traffic is read from the windows' producer indices by the supervisor.
+//! Link traffic is read from the windows' producer indices by the supervisor. Guest
+//! load and memory are the guest agent's own reports over its agent link (`agent`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -67,6 +68,8 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
         let (mut t_vcpus, mut t_mem, mut t_rss, mut t_busy, mut t_exits, mut running) =
             (0u64, 0u64, 0u64, 0f64, 0f64, 0);
         let mut fallback = false;
+        let (mut t_guest_total, mut t_guest_used, mut t_guest_load, mut guests) =
+            (0u64, 0u64, 0f64, 0usize);
         for o in oslets.as_array().into_iter().flatten() {
             let name = o["name"].as_str().unwrap_or("?").to_string();
             let vcpus = o["vcpus"].as_u64().unwrap_or(0);
@@ -110,8 +113,21 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
                 .or(o["vmm_exits_per_s"].as_f64());
             t_exits += exits.unwrap_or(0.0);
             let vmm_exits = o["vmm_exits_per_s"].as_f64();
+            // The guest agent's own view (load average, memory in use), when it reports.
+            let g = &o["guest"];
+            let guest_load = g["load_milli"][0].as_u64().map(|l| l as f64 / 1000.0);
+            let guest_mem = match (g["mem_total_kib"].as_u64(), g["mem_available_kib"].as_u64()) {
+                (Some(t), Some(a)) => {
+                    t_guest_total += t;
+                    t_guest_used += t.saturating_sub(a);
+                    guests += 1;
+                    Some(format!("{}/{} MiB", t.saturating_sub(a) >> 10, t >> 10))
+                }
+                _ => None,
+            };
+            t_guest_load += guest_load.unwrap_or(0.0);
             rows.push(format!(
-                "{:<16} {:<9} {:>5} {:>10} {:>9} MiB {:>9} KiB {:>10} {:>10}  {}",
+                "{:<16} {:<9} {:>5} {:>10} {:>9} MiB {:>9} KiB {:>10} {:>10} {:>10} {:>15}  {}",
                 name,
                 o["state"].as_str().unwrap_or("?"),
                 vcpus,
@@ -125,6 +141,10 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
                 vmm_exits
                     .map(|e| format!("{e:.0}"))
                     .unwrap_or_else(|| "-".into()),
+                guest_load
+                    .map(|l| format!("{l:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                guest_mem.unwrap_or_else(|| "-".into()),
                 per_vcpu
                     .iter()
                     .map(|p| format!("{p:.0}"))
@@ -167,6 +187,14 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
             t_exits,
             t_link
         );
+        if guests > 0 {
+            let _ = writeln!(
+                out,
+                "guests ({guests} reporting): load {t_guest_load:.2}  memory in use {} of {} MiB",
+                t_guest_used >> 10,
+                t_guest_total >> 10
+            );
+        }
         let _ = writeln!(
             out,
             "{}",
@@ -178,8 +206,9 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
         );
         let _ = writeln!(
             out,
-            "\n{:<16} {:<9} {:>5} {:>10} {:>13} {:>13} {:>10} {:>10}  PER-VCPU BUSY %",
+            "\n{:<16} {:<9} {:>5} {:>10} {:>13} {:>13} {:>10} {:>10} {:>10} {:>15}  PER-VCPU BUSY %",
             "NAME", "STATE", "VCPUS", "VCPU BUSY", "MEMORY", "VMM RSS", "EXITS/S", "VMM EXITS",
+            "GUEST LOAD", "GUEST MEM",
         );
         for r in rows {
             let _ = writeln!(out, "{r}");

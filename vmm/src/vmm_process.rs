@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use oslet_config::{Console, Partition};
 
+use crate::agent::GuestReport;
 use crate::console_attach::Attached;
 use crate::events::{Event, Outcome, EVENT_FD_ENV};
 use crate::kvm_stats::{self, VcpuCounters};
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) vcpus: Vec<VcpuCounters>,
     pub(crate) vcpu_busy_pct: Vec<f64>,
     pub(crate) kvm_exits_per_s: Option<f64>,
+    /// The guest agent's latest report.
+    pub(crate) guest: Option<GuestReport>,
 }
 
 impl Shared {
@@ -295,7 +298,12 @@ pub(crate) fn spawn_one(
                         exits,
                         mono_ns,
                         vcpus,
-                    }) => lock(&shared).add_stats(exits, mono_ns, vcpus),
+                        guest,
+                    }) => {
+                        let mut s = lock(&shared);
+                        s.add_stats(exits, mono_ns, vcpus);
+                        s.guest = guest;
+                    }
                     Err(_) => crate::log::warn(format_args!(
                         "unreadable event from a VMM process: {line}"
                     )),

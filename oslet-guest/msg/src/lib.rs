@@ -2,6 +2,7 @@
 //! oslet described on the kernel command line, maps a link's window and talks to
 //! the peer OSlet through the interconnect crate's rings.
 
+pub mod agent;
 pub mod links;
 pub mod window;
 

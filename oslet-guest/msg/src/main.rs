@@ -1,4 +1,4 @@
-//! The `oslet-msg` command: `list`, `send`, `recv`, `ping`, `serve`, `bench`.
+//! The `oslet-msg` command: `list`, `send`, `recv`, `ping`, `serve`, `bench`, `agent`.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -39,6 +39,15 @@ enum Cmd {
     },
     /// Answer PEER's pings (and benchmarks) until it detaches.
     Serve { peer: String },
+    /// The guest agent: report this guest's load, CPUs, memory and uptime to its VMM
+    /// over the agent link, every INTERVAL ms (`oslet top` shows them).
+    Agent {
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many reports (0: run until killed).
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+    },
     /// Round-trip benchmark against PEER running `oslet-msg serve`; prints a JSON record.
     Bench {
         peer: String,
@@ -124,8 +133,33 @@ fn recv_blocking(
     }
 }
 
+fn agent(interval_ms: u64, count: u64) -> Result<(), String> {
+    let cmdline =
+        oslet_msg::cmdline().map_err(|e| format!("cannot read the kernel command line: {e}"))?;
+    let (gpa, ring) = oslet_msg::agent::parse_link(&cmdline).map_err(|e| e.to_string())?;
+    let w = Window::open_at(gpa, ring, None).map_err(|e| e.to_string())?;
+    let mut ep = Endpoint::attach(w.region(), Side::A, w.config)
+        .map_err(|e| format!("cannot attach the agent link: {e:?}"))?;
+    wait_up(&mut ep, Instant::now() + Duration::from_secs(10))?;
+    let mut seq = 0u64;
+    loop {
+        seq += 1;
+        let r = oslet_msg::agent::report(seq).map_err(|e| e.to_string())?;
+        match ep.send(&r.encode()) {
+            // A full ring means the VMM is not reading: this report is dropped.
+            Ok(()) | Err(SendError::Full) => {}
+            Err(e) => return Err(format!("agent link: {e}")),
+        }
+        if count != 0 && seq >= count {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms));
+    }
+}
+
 fn run(cmd: Cmd) -> Result<(), String> {
     match cmd {
+        Cmd::Agent { interval_ms, count } => agent(interval_ms, count),
         Cmd::List => {
             let cmdline = oslet_msg::cmdline().map_err(|e| e.to_string())?;
             for l in links::parse(&cmdline).map_err(|e| e.to_string())? {

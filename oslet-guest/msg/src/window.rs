@@ -81,6 +81,11 @@ fn map(path: &PathBuf, offset: u64, len: usize) -> Result<Mapping, WindowError> 
     Ok(Mapping { ptr: p.cast(), len })
 }
 
+fn geometry(ring_bytes: u32) -> Result<(LinkConfig, usize), WindowError> {
+    let config = LinkConfig::new(ring_bytes).map_err(|_| WindowError::Geometry(ring_bytes))?;
+    Ok((config, config.window_bytes()))
+}
+
 /// A mapped link window, and its doorbell when the window came from `/dev/mem`.
 pub struct Window {
     map: Mapping,
@@ -92,26 +97,47 @@ pub struct Window {
 impl Window {
     /// Maps `link`'s window.
     pub fn open(link: &LinkInfo) -> Result<Self, WindowError> {
-        let config =
-            LinkConfig::new(link.ring_bytes).map_err(|_| WindowError::Geometry(link.ring_bytes))?;
-        let len =
-            2 * (oslet_interconnect::layout::CONTROL_BYTES as usize + link.ring_bytes as usize);
+        Self::open_at(link.window_gpa, link.ring_bytes, Some(link.doorbell_gpa))
+    }
+
+    /// Maps the window of `ring_bytes` rings at guest physical `gpa` (from the file
+    /// named by `OSLET_MSG_MEM` at offset 0 instead, when it is set), with the
+    /// doorbell at `doorbell_gpa` if the link has one.
+    pub fn open_at(
+        gpa: u64,
+        ring_bytes: u32,
+        doorbell_gpa: Option<u64>,
+    ) -> Result<Self, WindowError> {
         match std::env::var_os(MEM_ENV) {
-            Some(file) => Ok(Window {
-                map: map(&PathBuf::from(file), 0, len)?,
-                doorbell: None,
-                config,
-            }),
+            Some(file) => Self::open_file(&PathBuf::from(file), ring_bytes),
             None => {
+                let (config, len) = geometry(ring_bytes)?;
                 let dev = PathBuf::from("/dev/mem");
-                let page = link.doorbell_gpa & !0xfff;
+                let doorbell = match doorbell_gpa {
+                    Some(d) => {
+                        let page = d & !0xfff;
+                        Some((map(&dev, page, 4096)?, (d - page) as usize))
+                    }
+                    None => None,
+                };
                 Ok(Window {
-                    map: map(&dev, link.window_gpa, len)?,
-                    doorbell: Some((map(&dev, page, 4096)?, (link.doorbell_gpa - page) as usize)),
+                    map: map(&dev, gpa, len)?,
+                    doorbell,
                     config,
                 })
             }
         }
+    }
+
+    /// Maps a window of `ring_bytes` rings held in the file `path` (offset 0): how
+    /// host-side tests stand in for guest memory.
+    pub fn open_file(path: &PathBuf, ring_bytes: u32) -> Result<Self, WindowError> {
+        let (config, len) = geometry(ring_bytes)?;
+        Ok(Window {
+            map: map(path, 0, len)?,
+            doorbell: None,
+            config,
+        })
     }
 
     /// The window as a region for an endpoint.

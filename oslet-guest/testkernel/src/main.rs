@@ -29,6 +29,9 @@ use startinfo::StartInfo;
 
 const CMDLINE_MAX: u64 = 160;
 
+/// KiB of RAM in the memory map (for the agent's report).
+pub static MEM_KIB: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 fn reserve_boot_data(reg: &mut Regions, si: Option<&StartInfo>) {
     reg.reserve(0, 0x1000); // real-mode IVT, BDA
     reg.reserve(0x9fc00, 0x100000 - 0x9fc00); // EBDA, VGA, BIOS, MP table area
@@ -91,6 +94,7 @@ pub extern "C" fn kmain(start_info: u64) -> ! {
         }
     }
     say!("memory ", kib, " KiB in ", ranges, " RAM ranges");
+    MEM_KIB.store(kib, Ordering::Relaxed);
     if ranges == 0 {
         say!("no memory map: assuming RAM at 0-0x9fc00 and 1-4 MiB");
         reg.add_ram(0, 0x9fc00);

@@ -6,6 +6,7 @@
 //! 0xF4 and reads the TSC itself. It owns an arena of free RAM (stack at its
 //! top, buffers from a bump allocator below).
 
+mod agent;
 mod args;
 mod bench;
 mod clock;
@@ -23,6 +24,9 @@ use crate::serial::Str;
 use args::Args;
 use clock::Clock;
 use link::Links;
+
+/// Bytes of ring 3's arena (for the agent's memory report).
+pub static ARENA_BYTES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Ring 3's stack, at the top of the arena.
 const STACK_BYTES: u64 = 256 * 1024;
@@ -82,6 +86,7 @@ pub fn fail(what: &str, detail: &[u8]) -> ! {
 /// Ring 3's entry point (from `ring3::enter`, by iretq).
 pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
     let cpl = crate::ring3::cpl();
+    ARENA_BYTES.store(arena_len, core::sync::atomic::Ordering::Relaxed);
     let mut arena = Arena {
         next: arena,
         end: arena + arena_len.saturating_sub(STACK_BYTES),
@@ -150,6 +155,9 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
     }
     if let Some(role) = env.args.value(b"link-bench") {
         bench::run(&mut env, role)
+    }
+    if env.args.has("ring3-agent") {
+        agent::run(&mut env)
     }
     if env.args.first_with_prefix(b"fs-").is_some() {
         fs::run(&mut env)

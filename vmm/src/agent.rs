@@ -1,0 +1,238 @@
+//! The agent link: a link between a guest and its own VMM process, on which the
+//! guest agent (`oslet-msg agent` in Linux, `ring3-agent` in the test kernel) sends
+//! an [`AgentReport`] a second. The guest owns side A (writable in the guest), the
+//! VMM side B (read-only in the guest); the VMM maps the whole window and reads it
+//! with the same hostile-peer-safe [`Endpoint`] the OSlets use between themselves.
+//!
+//! The guest finds it on its command line:
+//! `oslet.agentlink=<window_gpa>,<ring_bytes>`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
+use kvm_ioctls::VmFd;
+use oslet_interconnect::agent::{AgentReport, AGENT_RING_BYTES};
+use oslet_interconnect::{Endpoint, LinkConfig, PeerState, RecvError, Region, Side};
+use serde::{Deserialize, Serialize};
+
+use crate::link::{FIRST_SLOT, MAX_LINKS_PER_OSLET, WINDOW_BASE};
+use crate::log::RateLimiter;
+
+/// Where the agent link's window sits in every guest: the 2 MiB below the link
+/// windows, in the 32-bit MMIO hole (outside e820 RAM).
+pub const AGENT_WINDOW_GPA: u64 = WINDOW_BASE - (2 << 20);
+/// Its two memory slots come after every link's.
+pub const AGENT_SLOT: u32 = FIRST_SLOT + 2 * MAX_LINKS_PER_OSLET as u32;
+/// Messages read per poll at most (a guest that floods the ring cannot hold the
+/// VMM's main loop).
+const MAX_PER_POLL: usize = 64;
+
+/// Errors setting up the agent link.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// memfd, ftruncate or mmap failed.
+    #[error("cannot {0} for the agent link")]
+    Os(&'static str, #[source] std::io::Error),
+    /// KVM refused a memory slot.
+    #[error("KVM refused to map the agent link")]
+    Kvm(#[source] kvm_ioctls::Error),
+    /// The interconnect refused the window.
+    #[error("cannot attach the agent link: {0}")]
+    Attach(String),
+}
+
+/// The latest report, as the supervisor and `oslet top` see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestReport {
+    /// The report's sequence number.
+    pub seq: u64,
+    /// Guest uptime, ms.
+    pub uptime_ms: u64,
+    /// Load average over 1, 5, 15 minutes, × 1000.
+    pub load_milli: [u32; 3],
+    /// CPUs online in the guest.
+    pub cpus_online: u32,
+    /// Runnable tasks.
+    pub procs_running: u32,
+    /// Memory the guest has, KiB.
+    pub mem_total_kib: u64,
+    /// Memory available to its programs, KiB.
+    pub mem_available_kib: u64,
+}
+
+impl From<AgentReport> for GuestReport {
+    fn from(r: AgentReport) -> Self {
+        GuestReport {
+            seq: r.seq,
+            uptime_ms: r.uptime_ms,
+            load_milli: r.load_milli,
+            cpus_online: r.cpus_online,
+            procs_running: r.procs_running,
+            mem_total_kib: r.mem_total_kib,
+            mem_available_kib: r.mem_available_kib,
+        }
+    }
+}
+
+/// The VMM's mapping of the window (unmapped after the endpoint is gone).
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+    _fd: OwnedFd,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping `AgentLink::attach` created, once; the endpoint
+        // that used it is dropped before this (field order in AgentLink) and the VM that
+        // maps it into the guest before the AgentLink (see oslet::run).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The VMM's end of an OSlet's agent link.
+pub struct AgentLink {
+    ep: Endpoint<'static>,
+    _map: Mapping,
+    config: LinkConfig,
+    latest: Option<GuestReport>,
+    /// Holds the largest message the ring allows, so none stays stuck as too long.
+    buf: Vec<u8>,
+    bad: RateLimiter,
+    broken: bool,
+}
+
+// SAFETY: the mapping is owned by this struct and accessed only through `ep`, from
+// whichever single thread owns the AgentLink.
+unsafe impl Send for AgentLink {}
+
+impl AgentLink {
+    /// Creates the window and maps it into `vm` at [`AGENT_WINDOW_GPA`].
+    pub fn attach(vm: &VmFd) -> Result<Self, AgentError> {
+        let config =
+            LinkConfig::new(AGENT_RING_BYTES).map_err(|e| AgentError::Attach(format!("{e:?}")))?;
+        let section = config.section_bytes() as usize;
+        let len = config.window_bytes();
+        // SAFETY: memfd_create with a valid C string; the result is checked.
+        let fd = unsafe { libc::memfd_create(c"oslet-agent".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(AgentError::Os(
+                "create a memfd",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: sizing our own memfd.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(AgentError::Os(
+                "size a memfd",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: a fresh shared mapping of the whole memfd; checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(AgentError::Os(
+                "map a memfd",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let map = Mapping {
+            ptr: ptr.cast(),
+            len,
+            _fd: fd,
+        };
+        // Side A (the guest's) writable in the guest, side B (ours) read-only there.
+        for (i, (offset, flags)) in [(0usize, 0u32), (section, KVM_MEM_READONLY)]
+            .into_iter()
+            .enumerate()
+        {
+            let region = kvm_userspace_memory_region {
+                slot: AGENT_SLOT + i as u32,
+                guest_phys_addr: AGENT_WINDOW_GPA + offset as u64,
+                memory_size: section as u64,
+                // `offset` < len: inside the mapping.
+                userspace_addr: map.ptr as u64 + offset as u64,
+                flags,
+            };
+            // SAFETY: the host range is inside `map`, which outlives the VM's use of it
+            // (the OSlet drops the VM first); the guest range lies in the MMIO hole below
+            // every link window and overlaps no RAM or other slot.
+            unsafe { vm.set_user_memory_region(region) }.map_err(AgentError::Kvm)?;
+        }
+        // SAFETY: `map` covers `len` bytes of shared memory that stay mapped for as long
+        // as the endpoint lives (the endpoint is dropped before `map`).
+        let window = unsafe { Region::new(map.ptr, len) }
+            .map_err(|e| AgentError::Attach(format!("{e:?}")))?;
+        let ep = Endpoint::attach(window, Side::B, config)
+            .map_err(|e| AgentError::Attach(e.to_string()))?;
+        Ok(AgentLink {
+            ep,
+            _map: map,
+            config,
+            latest: None,
+            buf: vec![0; config.max_payload() as usize],
+            bad: RateLimiter::new(3),
+            broken: false,
+        })
+    }
+
+    /// The command-line word that tells the guest where it is.
+    pub fn cmdline_word(&self) -> String {
+        format!(
+            "oslet.agentlink={AGENT_WINDOW_GPA:#x},{:#x}",
+            self.config.ring_bytes()
+        )
+    }
+
+    /// Takes what the guest sent since the last poll; returns the latest good report.
+    /// A bad report is logged (rate-limited) and skipped; a broken link (garbage in
+    /// the guest's section) is logged once and then ignored: the OSlet runs on.
+    pub fn poll(&mut self, name: &str) -> Option<GuestReport> {
+        if self.broken {
+            return self.latest;
+        }
+        for _ in 0..MAX_PER_POLL {
+            match self.ep.recv(&mut self.buf) {
+                // Nothing new; or the agent is not (yet, or no longer) attached: a
+                // guest without an agent, or one restarting it.
+                Ok(None) => break,
+                Err(RecvError::PeerDown) => {
+                    // A section that no longer makes sense is the guest's garbage, not
+                    // an agent that stopped.
+                    if matches!(self.ep.peer_state(), PeerState::Incompatible) {
+                        crate::log::warn(format_args!(
+                            "{name}: the guest agent link is broken (the guest's section holds garbage); agent reports stop, the OSlet runs on"
+                        ));
+                        self.broken = true;
+                    }
+                    break;
+                }
+                Ok(Some(n)) => match AgentReport::decode(self.buf.get(..n).unwrap_or(&[])) {
+                    Ok(r) => self.latest = Some(r.into()),
+                    Err(e) => self
+                        .bad
+                        .warn(format_args!("{name}: guest agent sent a bad report: {e}")),
+                },
+                Err(e) => {
+                    crate::log::warn(format_args!(
+                        "{name}: the guest agent link is broken ({e}); agent reports stop, the OSlet runs on"
+                    ));
+                    self.broken = true;
+                    break;
+                }
+            }
+        }
+        self.latest
+    }
+}
