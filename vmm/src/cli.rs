@@ -495,8 +495,10 @@ fn cmd_ps(socket: Option<&Path>, json: bool) -> i32 {
                 .map(fmt_uptime)
                 .unwrap_or_else(|| "-".into()),
             o["restarts"].as_u64().unwrap_or(0),
-            o["vmm_exits_per_s"]
+            // Every exit KVM counted, where the kernel has vCPU statistics.
+            o["kvm_exits_per_s"]
                 .as_f64()
+                .or(o["vmm_exits_per_s"].as_f64())
                 .map(|r| format!("{r:.0}"))
                 .unwrap_or_else(|| "-".into()),
             o["last_exit"].as_str().unwrap_or("-"),
