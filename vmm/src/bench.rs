@@ -177,6 +177,9 @@ fn qemu_boot(kernel: &Path, vcpus: usize, dir: &Path) -> Result<BootSample, Stri
         .args(["-device", "isa-debugcon,iobase=0xe9,chardev=dbg"])
         .arg("-kernel")
         .arg(kernel)
+        // The guest halts after its ready line instead of powering off, so QEMU is
+        // still alive when its memory is read; the bench then ends it.
+        .args(["-append", "halt"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -197,10 +200,11 @@ fn qemu_boot(kernel: &Path, vcpus: usize, dir: &Path) -> Result<BootSample, Stri
                 }
                 ready = Some((monotonic_ns() - t0) as f64 / 1e6);
                 rss = crate::vmm_process::rss_kib(pid);
+                break;
             }
         }
     }
-    // isa-debug-exit ends QEMU; make sure it is gone either way.
+    // The guest halted (or QEMU failed): end QEMU either way.
     let _ = child.kill();
     let status = child.wait().map_err(|e| format!("waiting for qemu: {e}"))?;
     let _ = acceptor.join();
