@@ -10,6 +10,7 @@ mod args;
 mod bench;
 mod clock;
 mod doorbell;
+mod forge;
 mod fs;
 mod hostile;
 mod link;
