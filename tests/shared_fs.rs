@@ -277,3 +277,118 @@ fn killing_virtiofsd_mid_write_fails_that_oslet_only() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("virtiofsd (pid"), "{err}");
 }
+
+/// What OSlet `a` and its virtiofsd make of one forged chain (`fs-forge=<kind>`).
+struct Forgery {
+    kind: &'static str,
+    /// a's console line about the forged request.
+    guest: &'static str,
+    /// virtiofsd's own error line, relayed into a's stderr (None: it answered).
+    daemon: Option<&'static str>,
+}
+
+/// The forgeries of the test kernel and what the real virtiofsd (1.14) does with
+/// each: a descriptor it cannot map (outside RAM, or running past its end) or a
+/// head index past the queue ends the daemon (it logs why and exits 1), and the
+/// VMM then marks a's device as needing a reset; a looping or over-long chain is
+/// cut at the queue size (virtio-queue's TTL) and answered normally.
+const FORGERIES: &[Forgery] = &[
+    Forgery {
+        kind: "oob",
+        guest: "fs: I/O error: forge oob: the device needs a reset (its backend failed)",
+        daemon: Some("virtiofsd error: Failed to create a queue reader: no memory region for this address range"),
+    },
+    Forgery {
+        kind: "huge",
+        guest: "fs: I/O error: forge huge: the device needs a reset (its backend failed)",
+        daemon: Some("virtiofsd error: Failed to create a queue writer: volatile memory error"),
+    },
+    Forgery {
+        kind: "badidx",
+        guest: "fs: I/O error: forge badidx: the device needs a reset (its backend failed)",
+        daemon: Some("virtiofsd error: Failed to handle an incoming request: failed to decode fuse message"),
+    },
+    Forgery {
+        kind: "loop",
+        guest: "fs: forge loop: answered, used id 0, 120 bytes, FUSE error 0",
+        daemon: None,
+    },
+    Forgery {
+        kind: "long",
+        guest: "fs: forge long: answered, used id 0, 120 bytes, FUSE error 0",
+        daemon: None,
+    },
+];
+
+#[test]
+fn forged_descriptors_fail_only_the_forging_oslet() {
+    if !ready("forged_descriptors_fail_only_the_forging_oslet") {
+        return;
+    }
+    for f in FORGERIES {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        // a forges, then looks at the share again; b, on the same directory with
+        // its own virtiofsd, starts its round trip only once a is done.
+        let b_cmd = "fs-wait=go fs-write=b.bin,262144,3 fs-read=b.bin";
+        let cfg = config(
+            dir.path(),
+            "f.toml",
+            &share,
+            &[
+                ("a", &format!("fs-forge={} fs-stat=b.bin", f.kind)),
+                ("b", b_cmd),
+            ],
+        );
+        let mut up = common::spawn_up(&cfg);
+        let a_said = up.wait_for("a | oslet-testkernel: fs: ");
+        let a_line = up.seen.last().cloned().unwrap_or_default();
+        // Where a's device survived, its next word looks before b writes.
+        let a_stat =
+            f.daemon.is_some() || up.wait_for("a | oslet-testkernel: fs: stat b.bin: no such file");
+        std::fs::write(share.join("go"), b"").unwrap();
+        let (_, sum) = expected(262_144, 3);
+        let read_line =
+            format!("b | oslet-testkernel: fs: read 262144 bytes from b.bin, checksum {sum:#x}");
+        let b_read = up.wait_for(&read_line);
+        let console = up.console();
+        let (code, err) = up.finish();
+        let ctx = format!("kind {}:\n{console}\n{err}", f.kind);
+        assert!(a_said && a_stat, "{ctx}");
+        assert_eq!(
+            a_line,
+            format!("a | oslet-testkernel: {}", f.guest),
+            "{ctx}"
+        );
+        assert!(b_read, "b's round trip after a's forgery: {ctx}");
+        let host = std::fs::read(share.join("b.bin")).unwrap();
+        assert_eq!(fnv(&host), sum, "{ctx}");
+        assert!(!err.contains("panicked"), "{ctx}");
+        assert!(err.contains("b: powered off (status 0)"), "{ctx}");
+        match f.daemon {
+            Some(cause) => {
+                assert!(
+                    err.contains(&format!("oslet[a]: warning: {cause}")),
+                    "{ctx}"
+                );
+                assert!(
+                    err.contains("oslet[a]: warning: a: virtiofsd (pid")
+                        && err.contains(
+                            "exited (exit status: 1); the shared filesystem is gone for this OSlet"
+                        ),
+                    "{ctx}"
+                );
+                assert!(err.contains("a: powered off (status 1)"), "{ctx}");
+                assert_eq!(code, Some(1), "{ctx}");
+            }
+            None => {
+                // The device still works after the forgery: a's next word ran
+                // (a_stat above), and its virtiofsd lived on.
+                assert!(!err.contains("virtiofsd ("), "{ctx}");
+                assert!(err.contains("a: powered off (status 0)"), "{ctx}");
+                assert_eq!(code, Some(0), "{ctx}");
+            }
+        }
+    }
+}
