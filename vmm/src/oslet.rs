@@ -173,6 +173,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     // device. Declared before the vCPUs so that it outlives them.
     let mut daemon = None;
     let mut fs_device = None;
+    let mut fs_socket = std::path::PathBuf::new();
     if let Some(fs) = &vmm_plan.shared_fs {
         let socket = match &fs.socket {
             Some(s) => s.clone(),
@@ -189,6 +190,7 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         let dev = Arc::new(crate::devices::vhost_user_fs::VhostUserFs::new(
             &vm, &mem, &socket, &fs.tag,
         )?);
+        fs_socket = socket;
         devices.set_fs(Arc::clone(&dev));
         fs_device = Some(dev);
     }
@@ -265,6 +267,15 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 if let Some(dev) = &fs_device {
                     dev.backend_failed();
                 }
+            }
+        } else if let Some(dev) = &fs_device {
+            // A backend at `[shared_fs] socket`: its exit is its socket closing.
+            if dev.check_hangup() {
+                crate::log::warn(format_args!(
+                    "{}: the vhost-user backend at {} (shared_fs.socket) closed the connection; the shared filesystem is gone for this OSlet",
+                    plan.name,
+                    fs_socket.display()
+                ));
             }
         }
         match rx.recv_timeout(Duration::from_millis(20)) {
