@@ -392,3 +392,314 @@ fn forged_descriptors_fail_only_the_forging_oslet() {
         }
     }
 }
+
+/// The virtiofsd binary, for the tests that start one themselves
+/// (`[shared_fs] socket`): $OSLET_VIRTIOFSD, else the first on PATH.
+fn virtiofsd_bin() -> PathBuf {
+    std::env::var_os("OSLET_VIRTIOFSD")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|d| d.join("virtiofsd"))
+                .find(|p| p.is_file())
+        })
+        .expect("virtiofsd_or_skip found one")
+}
+
+/// A virtiofsd the test started on `socket` (what a user does for
+/// `[shared_fs] socket`), its log in a file; killed on drop.
+struct External {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl External {
+    fn start(socket: &Path, dir: &Path, log: PathBuf) -> Self {
+        let child = std::process::Command::new(virtiofsd_bin())
+            .arg(format!("--socket-path={}", socket.display()))
+            .arg(format!("--shared-dir={}", dir.display()))
+            .args(["--cache=never", "--sandbox=namespace", "--log-level=info"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start virtiofsd");
+        let mut d = External { child, log };
+        for _ in 0..1000 {
+            if socket.exists() {
+                return d;
+            }
+            assert!(d.child.try_wait().unwrap().is_none(), "{}", d.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("virtiofsd made no socket: {}", d.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status, if it exits within 10 s.
+    fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        for _ in 0..1000 {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `[shared_fs]` with `socket` and OSlets (name, cmdline).
+fn socket_config(
+    dir: &Path,
+    file: &str,
+    share: &Path,
+    socket: &str,
+    oslets: &[(&str, &str)],
+) -> PathBuf {
+    let mut t = format!(
+        "[host]\noversubscribe = true\n[shared_fs]\npath = \"{}\"\nsocket = \"{socket}\"\n",
+        share.display()
+    );
+    for (n, c) in oslets {
+        t += &oslet_table(n, c);
+    }
+    write_config(dir, file, &t)
+}
+
+#[test]
+fn external_virtiofsds_on_shared_fs_socket_serve_a_round_trip() {
+    if !ready("external_virtiofsds_on_shared_fs_socket_serve_a_round_trip") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    // One backend per OSlet, as a user would start them: {name} in the path.
+    let mut daemons: Vec<External> = ["a", "b"]
+        .iter()
+        .map(|n| {
+            External::start(
+                &dir.path().join(format!("vfs-{n}.sock")),
+                &share,
+                dir.path().join(format!("vfs-{n}.log")),
+            )
+        })
+        .collect();
+    let cfg = socket_config(
+        dir.path(),
+        "ext.toml",
+        &share,
+        "vfs-{name}.sock",
+        &[
+            ("a", "fs-write=ext.bin,1048576,11 fs-write=done,0,1"),
+            ("b", "fs-wait=done fs-read=ext.bin"),
+        ],
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    let (data, sum) = expected(1 << 20, 11);
+    let ctx = format!("{out}\n{err}\n{}\n{}", daemons[0].log(), daemons[1].log());
+    assert_eq!(code, 0, "{ctx}");
+    assert!(
+        lines_of(&out, "a").contains(
+            &format!("oslet-testkernel: fs: wrote 1048576 bytes to ext.bin, checksum {sum:#x}")
+                .as_str()
+        ),
+        "{ctx}"
+    );
+    assert!(
+        lines_of(&out, "b").contains(
+            &format!("oslet-testkernel: fs: read 1048576 bytes from ext.bin, checksum {sum:#x}")
+                .as_str()
+        ),
+        "{ctx}"
+    );
+    assert_eq!(std::fs::read(share.join("ext.bin")).unwrap(), data, "{ctx}");
+    // The OSlets used these daemons (and started none of their own): each served
+    // one VMM and shut down cleanly when it disconnected.
+    assert!(!err.contains("virtiofsd ("), "{ctx}");
+    for d in &mut daemons {
+        assert!(d.wait_exit().is_some_and(|s| s.success()), "{ctx}");
+        let log = d.log();
+        assert!(
+            log.contains("Client connected, servicing requests"),
+            "{log}"
+        );
+        assert!(log.contains("Client disconnected, shutting down"), "{log}");
+    }
+}
+
+#[test]
+fn shared_fs_socket_mistakes_are_one_line_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let gone = dir.path().join("gone.sock");
+    let cfg = socket_config(
+        dir.path(),
+        "g.toml",
+        &share,
+        "gone.sock",
+        &[("a", "fs-stat=x")],
+    );
+    for cmd in ["check", "up"] {
+        let (code, out, err) = run(&[cmd, cfg.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {out}\n{err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "oslet: {}: shared_fs.socket: {} cannot be used (entity not found); start the backend first (virtiofsd --socket-path={} --shared-dir={}), or leave socket out and let oslet start one",
+                cfg.display(),
+                gone.display(),
+                gone.display(),
+                share.display()
+            ),
+            "{cmd}"
+        );
+    }
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let two = socket_config(
+        dir.path(),
+        "two.toml",
+        &share,
+        "stale.sock",
+        &[("a", "fs-stat=x"), ("b", "fs-stat=x")],
+    );
+    let (code, _, err) = run(&["check", two.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("shared_fs.socket: 2 OSlets cannot share the one backend socket")
+            && err.contains("put {name} in the path"),
+        "{err}"
+    );
+
+    // A socket file nobody listens on passes the check (it is a socket) and fails
+    // the OSlet when its VMM connects.
+    if !kvm_or_skip("shared_fs_socket_mistakes_are_one_line_naming_the_field") {
+        return;
+    }
+    let cfg = socket_config(
+        dir.path(),
+        "s.toml",
+        &share,
+        "stale.sock",
+        &[("a", "fs-stat=x")],
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "oslet: a: VMM failed: shared filesystem (shared_fs.socket): vhost-user-fs backend: cannot connect to the vhost-user socket {} (nobody listens there: is the backend running?): Connection refused",
+            stale.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_external_backend_that_exits_fails_its_oslet_through_the_socket() {
+    if !ready("an_external_backend_that_exits_fails_its_oslet_through_the_socket") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let sock = dir.path().join("vfs.sock");
+    let mut d = External::start(&sock, &share, dir.path().join("vfs.log"));
+    // The forged descriptor makes virtiofsd exit 1; the VMM did not start it, so it
+    // sees the exit as the socket closing.
+    let cfg = socket_config(
+        dir.path(),
+        "x.toml",
+        &share,
+        "vfs.sock",
+        &[("a", "fs-forge=oob")],
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    let status = d.wait_exit();
+    let ctx = format!("{out}\n{err}\n{}", d.log());
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{ctx}");
+    assert!(
+        d.log().contains("no memory region for this address range"),
+        "{ctx}"
+    );
+    assert_eq!(code, 1, "{ctx}");
+    assert!(
+        lines_of(&out, "a").contains(
+            &"oslet-testkernel: fs: I/O error: forge oob: the device needs a reset (its backend failed)"
+        ),
+        "{ctx}"
+    );
+    assert!(
+        err.contains(&format!(
+            "oslet[a]: warning: a: the vhost-user backend at {} (shared_fs.socket) closed the connection; the shared filesystem is gone for this OSlet",
+            sock.display()
+        )),
+        "{ctx}"
+    );
+    assert!(err.contains("a: powered off (status 1)"), "{ctx}");
+    assert!(!err.contains("panicked"), "{ctx}");
+}
+
+#[test]
+fn a_backend_already_serving_another_vmm_is_a_timeout_not_a_hang() {
+    if !ready("a_backend_already_serving_another_vmm_is_a_timeout_not_a_hang") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let _d = External::start(
+        &dir.path().join("vfs.sock"),
+        &share,
+        dir.path().join("vfs.log"),
+    );
+    // Two partition files naming one socket (each file alone is fine): virtiofsd
+    // accepts the first VMM only; the second's connection waits in the backlog.
+    let first = socket_config(
+        dir.path(),
+        "1.toml",
+        &share,
+        "vfs.sock",
+        &[("first", "halt")],
+    );
+    let second = socket_config(
+        dir.path(),
+        "2.toml",
+        &share,
+        "vfs.sock",
+        &[("second", "fs-stat=x")],
+    );
+    let mut up = common::spawn_up(&first);
+    assert!(
+        up.wait_for("first | oslet-testkernel: halting"),
+        "{}",
+        up.console()
+    );
+    let t0 = std::time::Instant::now();
+    let (code, out, err) = run(&["up", second.to_str().unwrap()]);
+    let took = t0.elapsed();
+    let (_, first_err) = up.interrupt();
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("oslet: second: VMM failed: shared filesystem (shared_fs.socket): vhost-user-fs backend: the vhost-user backend did not answer GET_FEATURES within 10s (does it serve another VMM?)"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(first_err.contains("first: stopped"), "{first_err}");
+    assert!(
+        !err.contains("panicked") && !first_err.contains("panicked"),
+        "{err}\n{first_err}"
+    );
+}

@@ -53,6 +53,9 @@ pub enum OsletError {
     /// The virtio-fs device could not be set up.
     #[error("shared filesystem")]
     FsDevice(#[from] crate::devices::vhost_user_fs::FsDeviceError),
+    /// The virtio-fs device could not be set up with the backend the file names.
+    #[error("shared filesystem (shared_fs.socket)")]
+    FsBackend(#[source] crate::devices::vhost_user_fs::FsDeviceError),
     /// A thread or signal could not be set up.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -175,8 +178,8 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     let mut fs_device = None;
     let mut fs_socket = std::path::PathBuf::new();
     if let Some(fs) = &vmm_plan.shared_fs {
-        let socket = match &fs.socket {
-            Some(s) => s.clone(),
+        let socket = match fs.socket_for(&plan.name) {
+            Some(s) => s,
             None => {
                 let d = crate::virtiofsd::Virtiofsd::start(
                     fs,
@@ -187,9 +190,12 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 s
             }
         };
-        let dev = Arc::new(crate::devices::vhost_user_fs::VhostUserFs::new(
-            &vm, &mem, &socket, &fs.tag,
-        )?);
+        let dev = crate::devices::vhost_user_fs::VhostUserFs::new(&vm, &mem, &socket, &fs.tag)
+            .map_err(|e| match daemon {
+                Some(_) => OsletError::FsDevice(e),
+                None => OsletError::FsBackend(e),
+            })?;
+        let dev = Arc::new(dev);
         fs_socket = socket;
         devices.set_fs(Arc::clone(&dev));
         fs_device = Some(dev);

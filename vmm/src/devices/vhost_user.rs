@@ -41,7 +41,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {
     /// The socket could not be reached.
-    #[error("cannot connect to the vhost-user socket {0}")]
+    #[error("cannot connect to the vhost-user socket {0}{hint}", hint = connect_hint(.1))]
     Connect(String, #[source] std::io::Error),
     /// The watchdog thread could not be started.
     #[error("cannot start the vhost-user watchdog thread")]
@@ -56,6 +56,15 @@ pub enum VhostUserError {
     /// The backend lacks something we need.
     #[error("vhost-user backend does not offer {0}")]
     Missing(&'static str),
+}
+
+/// What a failed connect means for the person who named the socket.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => " (nobody listens there: is the backend running?)",
+        std::io::ErrorKind::NotFound => " (it does not exist)",
+        _ => "",
+    }
 }
 
 /// `VHOST_USER_F_PROTOCOL_FEATURES` (a virtio feature bit only vhost-user uses).
@@ -469,5 +478,10 @@ mod tests {
         };
         assert_eq!(p, &path.display().to_string());
         assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(
+            e.to_string()
+                .ends_with("stale.sock (nobody listens there: is the backend running?)"),
+            "{e}"
+        );
     }
 }
