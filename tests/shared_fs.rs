@@ -703,3 +703,119 @@ fn a_backend_already_serving_another_vmm_is_a_timeout_not_a_hang() {
         "{err}\n{first_err}"
     );
 }
+
+/// Every descendant of `pid` (children, their children, ...).
+fn descendants(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        for t in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let c = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in c.split_whitespace().filter_map(|c| c.parse::<i32>().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// The guest-RAM memfd mappings of process `pid`, from its smaps:
+/// (size KiB, KernelPageSize KiB, hugetlb pages mapped KiB) per mapping.
+fn guest_ram_mappings(pid: i32) -> Vec<(u64, u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut cur: Option<(u64, u64, u64)> = None;
+    let kib = |l: &str| -> u64 {
+        l.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    for l in smaps.lines() {
+        // A mapping's header: "start-end perms offset dev inode [name]".
+        if l.split_whitespace()
+            .next()
+            .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+        {
+            out.extend(cur.take());
+            if l.contains("memfd:oslet-guest-ram") {
+                cur = Some((0, 0, 0));
+            }
+            continue;
+        }
+        if let Some(c) = cur.as_mut() {
+            if l.starts_with("Size:") {
+                c.0 = kib(l);
+            } else if l.starts_with("KernelPageSize:") {
+                c.1 = kib(l);
+            } else if l.starts_with("Shared_Hugetlb:") || l.starts_with("Private_Hugetlb:") {
+                c.2 += kib(l);
+            }
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+#[test]
+fn guest_ram_on_huge_pages_is_shared_with_virtiofsd() {
+    if !ready("guest_ram_on_huge_pages_is_shared_with_virtiofsd") {
+        return;
+    }
+    // 32 MiB of guest RAM: 16 pages of 2 MiB.
+    let Some(_pages) = common::HugePages::reserve(16) else {
+        eprintln!("skipped guest_ram_on_huge_pages_is_shared_with_virtiofsd: cannot reserve 16 huge pages (needs root and free memory)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    let t = format!(
+        "[host]\noversubscribe = true\n[shared_fs]\npath = \"{}\"\n[[oslet]]\nname = \"h\"\ncpus = 1\nmemory = \"32MiB\"\nhugepages = \"2M\"\nkernel = \"builtin:testkernel\"\ncmdline = \"fs-write=h.bin,4194304,9 fs-read=h.bin fs-wait=go\"\n",
+        share.display()
+    );
+    let cfg = write_config(dir.path(), "h.toml", &t);
+    let (data, sum) = expected(4 << 20, 9);
+    let mut up = common::spawn_up(&cfg);
+    let read = up.wait_for(&format!(
+        "h | oslet-testkernel: fs: read 4194304 bytes from h.bin, checksum {sum:#x}"
+    ));
+    // The OSlet now waits for `go`: look at the mappings while it runs.
+    let (vmm, daemons) = if read {
+        let vmm = vmm_pid(&cfg, "h");
+        (guest_ram_mappings(vmm), descendants(vmm))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let daemon_maps: Vec<(u64, u64, u64)> = daemons
+        .iter()
+        .flat_map(|&p| guest_ram_mappings(p))
+        .collect();
+    std::fs::write(share.join("go"), b"").unwrap();
+    let ok = up.wait_for("h | oslet-testkernel: fs: go appeared after");
+    let console = up.console();
+    let (code, err) = up.finish();
+    let ctx = format!("{console}\n{err}\nvmm {vmm:?}\nvirtiofsd {daemon_maps:?}");
+    assert!(read && ok, "{ctx}");
+    assert_eq!(code, Some(0), "{ctx}");
+    assert_eq!(std::fs::read(share.join("h.bin")).unwrap(), data, "{ctx}");
+    // The VMM maps all of guest RAM from the memfd, on 2 MiB pages, and the guest
+    // has touched some of them.
+    assert!(!vmm.is_empty(), "{ctx}");
+    assert_eq!(vmm.iter().map(|m| m.0).sum::<u64>(), 32 << 10, "{ctx}");
+    assert!(vmm.iter().all(|m| m.1 == 2048), "{ctx}");
+    assert!(vmm.iter().map(|m| m.2).sum::<u64>() > 0, "{ctx}");
+    // virtiofsd maps the same memfd from the fd it was sent, also on 2 MiB pages,
+    // and has touched the pages it read the 4 MiB from and wrote them to.
+    assert!(!daemon_maps.is_empty(), "{ctx}");
+    assert!(daemon_maps.iter().all(|m| m.1 == 2048), "{ctx}");
+    assert!(
+        daemon_maps.iter().map(|m| m.2).sum::<u64>() >= 2048,
+        "{ctx}"
+    );
+}
