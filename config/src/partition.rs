@@ -58,10 +58,21 @@ impl SharedFsPlan {
     /// The backend socket of OSlet `name` (`{name}` in `socket` replaced), or None
     /// when the VMM starts its own virtiofsd.
     pub fn socket_for(&self, name: &str) -> Option<PathBuf> {
-        let s = self.socket.as_ref()?;
-        Some(PathBuf::from(
-            s.to_string_lossy().replace(SOCKET_NAME_PLACEHOLDER, name),
-        ))
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let s = self.socket.as_ref()?.as_os_str().as_bytes();
+        let pat = SOCKET_NAME_PLACEHOLDER.as_bytes();
+        let mut out = Vec::with_capacity(s.len() + name.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i..].starts_with(pat) {
+                out.extend_from_slice(name.as_bytes());
+                i += pat.len();
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
     }
 }
 

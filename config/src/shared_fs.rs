@@ -126,7 +126,11 @@ fn check_sockets(file: &str, plan: &SharedFsPlan, names: &[String]) -> Result<()
     let Some(template) = &plan.socket else {
         return Ok(());
     };
-    if names.len() > 1 && !template.to_string_lossy().contains(SOCKET_NAME_PLACEHOLDER) {
+    let pat = SOCKET_NAME_PLACEHOLDER.as_bytes();
+    let per_oslet = std::os::unix::ffi::OsStrExt::as_bytes(template.as_os_str())
+        .windows(pat.len())
+        .any(|w| w == pat);
+    if names.len() > 1 && !per_oslet {
         return Err(invalid(
             file,
             "shared_fs.socket",
