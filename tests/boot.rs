@@ -279,40 +279,12 @@ fn an_oslet_bound_to_numa_node_0_boots() {
     );
 }
 
-/// Reserves `n` more 2 MiB huge pages for the duration of a test (root only).
-struct HugePages {
-    path: &'static str,
-    before: u64,
-}
-
-impl HugePages {
-    fn reserve(n: u64) -> Option<Self> {
-        let path = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
-        let before: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-        std::fs::write(path, (before + n).to_string()).ok()?;
-        let free: u64 =
-            std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-        let guard = HugePages { path, before };
-        (free >= n).then_some(guard)
-    }
-}
-
-impl Drop for HugePages {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.path, self.before.to_string());
-    }
-}
-
 #[test]
 fn an_oslet_on_2mib_huge_pages_boots() {
     if !kvm_or_skip("an_oslet_on_2mib_huge_pages_boots") {
         return;
     }
-    let Some(_pages) = HugePages::reserve(8) else {
+    let Some(_pages) = common::HugePages::reserve(8) else {
         eprintln!("skipped an_oslet_on_2mib_huge_pages_boots: cannot reserve 8 huge pages (needs root and free memory)");
         return;
     };

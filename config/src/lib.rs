@@ -79,7 +79,8 @@
 //! path = "shared"      # required: an existing directory, relative to this file
 //! tag = "oslet"        # optional: the virtio-fs tag guests mount (1-36 of [A-Za-z0-9._-])
 //! socket = "v.sock"    # optional: connect to this running vhost-user-fs backend
-//!                      # instead of starting virtiofsd
+//!                      # instead of starting virtiofsd; {name} in it stands for
+//!                      # the OSlet's name
 //! cache = "never"      # optional: virtiofsd's --cache mode
 //! ```
 //!
@@ -88,6 +89,13 @@
 //! that write the same files coherent: every read and write goes to the host file.
 //! `"auto"` and `"always"` let each guest cache data and attributes: faster, but one
 //! OSlet may not see another's writes for a while.
+//!
+//! With `socket`, the VMM connects to a backend the user started and starts no
+//! virtiofsd. A vhost-user backend serves one VMM per socket (virtiofsd exits when
+//! its VMM disconnects), so with more than one OSlet the path must hold `{name}`
+//! (e.g. `socket = "vfs-{name}.sock"`), one backend per OSlet. Each socket must
+//! exist when the file is checked; the backend's own `--shared-dir` is what the
+//! OSlet sees (oslet checks `path` but cannot pass it on).
 //!
 //! Relative paths (`kernel`, `initrd`, `log_dir`, `shared_fs.path`, `shared_fs.socket`) start at the directory of the config
 //! file, not the current directory, so a file means the same wherever it is run from.

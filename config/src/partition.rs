@@ -31,7 +31,9 @@ pub struct SharedFsPlan {
     pub path: PathBuf,
     /// The virtio-fs tag guests mount (1..=36 bytes of `[A-Za-z0-9._-]`).
     pub tag: String,
-    /// A running vhost-user-fs backend's socket to connect to instead of starting virtiofsd.
+    /// A running vhost-user-fs backend's socket to connect to instead of starting
+    /// virtiofsd, as written (absolute): `{name}` in it stands for the OSlet's name
+    /// (see [`SharedFsPlan::socket_for`]).
     pub socket: Option<PathBuf>,
     /// virtiofsd's `--cache` mode.
     pub cache: FsCache,
@@ -47,6 +49,31 @@ pub enum FsCache {
     Auto,
     /// Cache forever: fastest, not coherent across OSlets.
     Always,
+}
+
+/// What `{name}` in `[shared_fs] socket` stands for.
+pub const SOCKET_NAME_PLACEHOLDER: &str = "{name}";
+
+impl SharedFsPlan {
+    /// The backend socket of OSlet `name` (`{name}` in `socket` replaced), or None
+    /// when the VMM starts its own virtiofsd.
+    pub fn socket_for(&self, name: &str) -> Option<PathBuf> {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
+        let s = self.socket.as_ref()?.as_os_str().as_bytes();
+        let pat = SOCKET_NAME_PLACEHOLDER.as_bytes();
+        let mut out = Vec::with_capacity(s.len() + name.len());
+        let mut i = 0;
+        while i < s.len() {
+            if s[i..].starts_with(pat) {
+                out.extend_from_slice(name.as_bytes());
+                i += pat.len();
+            } else {
+                out.push(s[i]);
+                i += 1;
+            }
+        }
+        Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+    }
 }
 
 impl FsCache {

@@ -134,7 +134,8 @@ pub(crate) fn plan(
     check_names(&ctx, &raw.oslet)?;
     let names: Vec<String> = raw.oslet.iter().map(|o| o.name.clone()).collect();
     let links = crate::links::plan_links(&ctx.file, raw.links, raw.link, &names)?;
-    let shared_fs = crate::shared_fs::plan_shared_fs(&ctx.file, raw.shared_fs, |p| ctx.resolve(p))?;
+    let shared_fs =
+        crate::shared_fs::plan_shared_fs(&ctx.file, raw.shared_fs, &names, |p| ctx.resolve(p))?;
     let checked = raw
         .oslet
         .into_iter()

@@ -220,3 +220,32 @@ pub fn wait_for_line(
         }
     }
 }
+
+/// Reserves `n` more 2 MiB huge pages for the duration of a test (root only).
+pub struct HugePages {
+    path: &'static str,
+    before: u64,
+}
+
+impl HugePages {
+    /// None when they cannot be had (not root, or not enough free memory).
+    pub fn reserve(n: u64) -> Option<Self> {
+        let path = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+        let before: u64 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+        std::fs::write(path, (before + n).to_string()).ok()?;
+        let free: u64 =
+            std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+        let guard = HugePages { path, before };
+        (free >= n).then_some(guard)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.before.to_string());
+    }
+}

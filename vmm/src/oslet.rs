@@ -58,6 +58,9 @@ pub enum OsletError {
     /// The agent link could not be set up.
     #[error("agent link")]
     Agent(#[from] crate::agent::AgentError),
+    /// The virtio-fs device could not be set up with the backend the file names.
+    #[error("shared filesystem (shared_fs.socket)")]
+    FsBackend(#[source] crate::devices::vhost_user_fs::FsDeviceError),
     /// A thread or signal could not be set up.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -224,9 +227,10 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     // device. Declared before the vCPUs so that it outlives them.
     let mut daemon = None;
     let mut fs_device = None;
+    let mut fs_socket = std::path::PathBuf::new();
     if let Some(fs) = &vmm_plan.shared_fs {
-        let socket = match &fs.socket {
-            Some(s) => s.clone(),
+        let socket = match fs.socket_for(&plan.name) {
+            Some(s) => s,
             None => {
                 let d = crate::virtiofsd::Virtiofsd::start(
                     fs,
@@ -237,9 +241,13 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 s
             }
         };
-        let dev = Arc::new(crate::devices::vhost_user_fs::VhostUserFs::new(
-            &vm, &mem, &socket, &fs.tag,
-        )?);
+        let dev = crate::devices::vhost_user_fs::VhostUserFs::new(&vm, &mem, &socket, &fs.tag)
+            .map_err(|e| match daemon {
+                Some(_) => OsletError::FsDevice(e),
+                None => OsletError::FsBackend(e),
+            })?;
+        let dev = Arc::new(dev);
+        fs_socket = socket;
         devices.set_fs(Arc::clone(&dev));
         fs_device = Some(dev);
     }
@@ -327,6 +335,15 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 if let Some(dev) = &fs_device {
                     dev.backend_failed();
                 }
+            }
+        } else if let Some(dev) = &fs_device {
+            // A backend at `[shared_fs] socket`: its exit is its socket closing.
+            if dev.check_hangup() {
+                crate::log::warn(format_args!(
+                    "{}: the vhost-user backend at {} (shared_fs.socket) closed the connection; the shared filesystem is gone for this OSlet",
+                    plan.name,
+                    fs_socket.display()
+                ));
             }
         }
         match rx.recv_timeout(Duration::from_millis(20)) {

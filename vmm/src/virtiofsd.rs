@@ -2,6 +2,10 @@
 //! OSlet, on a socket of its own, killed when the OSlet ends (and, through
 //! `PR_SET_PDEATHSIG`, when the VMM process dies).
 //!
+//! Its stderr is relayed line by line as this OSlet's warnings (`virtiofsd error:
+//! ...`, rate-limited: a guest can make virtiofsd complain), so that the cause of
+//! a daemon's death lands in the OSlet's log next to the VMM's own line about it.
+//!
 //! The binary is `$OSLET_VIRTIOFSD` when set, else the first `virtiofsd` on `PATH`,
 //! else `/usr/libexec/virtiofsd` (QEMU's packages put it there).
 
@@ -10,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::io::{BufRead, BufReader};
+
 use oslet_config::SharedFsPlan;
+
+use crate::log::RateLimiter;
 
 /// The environment variable naming the virtiofsd binary.
 pub const VIRTIOFSD_ENV: &str = "OSLET_VIRTIOFSD";
@@ -86,7 +94,8 @@ impl Virtiofsd {
             ))
             .arg("--log-level=error")
             .stdin(Stdio::null())
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         // SAFETY: the closure runs in the child before exec and only calls prctl,
         // which is async-signal-safe.
         unsafe {
@@ -97,7 +106,10 @@ impl Virtiofsd {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| VirtiofsdError::Spawn(bin, e))?;
+        let mut child = cmd.spawn().map_err(|e| VirtiofsdError::Spawn(bin, e))?;
+        if let Some(err) = child.stderr.take() {
+            relay_stderr(err);
+        }
         let mut d = Self {
             child,
             socket: socket.to_path_buf(),
@@ -145,6 +157,40 @@ impl Drop for Virtiofsd {
     }
 }
 
+/// Relays the daemon's stderr on a thread of its own until it closes.
+fn relay_stderr(err: std::process::ChildStderr) {
+    let spawned = std::thread::Builder::new()
+        .name("virtiofsd-log".into())
+        .spawn(move || {
+            let limit = RateLimiter::new(5);
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Some(l) = log_line(&line) {
+                    limit.warn(format_args!("{l}"));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        crate::log::warn(format_args!("cannot relay virtiofsd's messages: {e}"));
+    }
+}
+
+/// One of virtiofsd's log lines (`[<time> <LEVEL> <module>] <message>`) as
+/// `virtiofsd <level>: <message>`; other non-empty lines as `virtiofsd: <line>`.
+fn log_line(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return None;
+    }
+    let parsed = line
+        .strip_prefix('[')
+        .and_then(|r| r.split_once("] "))
+        .and_then(|(head, msg)| {
+            let level = head.split_whitespace().nth(1)?;
+            Some(format!("virtiofsd {}: {msg}", level.to_ascii_lowercase()))
+        });
+    Some(parsed.unwrap_or_else(|| format!("virtiofsd: {line}")))
+}
+
 /// The socket path for OSlet `name`'s virtiofsd (short enough for sun_path).
 pub fn socket_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
@@ -160,6 +206,20 @@ pub fn socket_path(name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_lines_lose_the_timestamp_and_keep_level_and_message() {
+        assert_eq!(
+            log_line("[2026-12-01T20:11:30Z ERROR virtiofsd::vhost_user] Failed to create a queue reader: no memory region for this address range\n").as_deref(),
+            Some("virtiofsd error: Failed to create a queue reader: no memory region for this address range")
+        );
+        assert_eq!(
+            log_line("plain text").as_deref(),
+            Some("virtiofsd: plain text")
+        );
+        assert_eq!(log_line("[odd"), Some("virtiofsd: [odd".to_string()));
+        assert_eq!(log_line("  "), None);
+    }
 
     #[test]
     fn socket_paths_fit_in_sun_path() {

@@ -1,6 +1,8 @@
-//! The frontend side of the vhost-user protocol, only the subset a virtio-fs device
-//! needs (written here rather than taken from the `vhost` crate to keep the
-//! dependency set and its vm-memory version pinning out of the way):
+//! The frontend side of vhost-user, through the rust-vmm `vhost` crate
+//! (`vhost::vhost_user::Frontend`, feature `vhost-user-frontend`). vhost 0.18
+//! builds on vm-memory 0.18 and vmm-sys-util 0.15, the versions the VMM uses, so
+//! one copy of each is built and the kick/call `EventFd`s pass straight through.
+//! (vhost 0.16 pinned vm-memory =0.17.1; oslet had its own client until 0.18.)
 //!
 //! | request | when |
 //! | --- | --- |
@@ -8,85 +10,69 @@
 //! | SET_FEATURES, SET_MEM_TABLE (memfd of guest RAM), SET_VRING_NUM/ADDR/BASE/CALL/KICK/ENABLE | when the driver sets DRIVER_OK |
 //! | GET_VRING_BASE | at a device reset (stops the ring) |
 //!
-//! With REPLY_ACK negotiated every request that changes state asks for a reply, so
-//! the backend's refusal is an error here rather than a silent hang in the guest.
+//! What this module adds around the crate's frontend:
+//! - REPLY_ACK: with it negotiated every request asks for a reply (the crate's
+//!   NEED_REPLY header flag), so the backend's refusal is an error here rather
+//!   than a silent hang in the guest.
+//! - A watchdog: a request that waits longer than 10 s for the backend gets its
+//!   socket shut down, which ends the crate's blocked read or write, and fails.
+//!   A socket timeout would not do: the crate retries a read or write that fails
+//!   with EAGAIN, so SO_RCVTIMEO only makes it wait again. So a backend that
+//!   stops answering (or never accepted the connection) cannot hang the VMM.
+//! - [`Frontend::hung_up`]: whether the backend closed the connection, for
+//!   backends the VMM did not start (`[shared_fs] socket`).
 
-use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend as VuFrontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vmm_sys_util::eventfd::EventFd;
+
+/// How long a request may wait for the backend.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors talking to a vhost-user backend.
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {
     /// The socket could not be reached.
-    #[error("cannot connect to the vhost-user socket {0}")]
+    #[error("cannot connect to the vhost-user socket {0}{hint}", hint = connect_hint(.1))]
     Connect(String, #[source] std::io::Error),
-    /// Reading or writing the socket failed (the backend died?).
+    /// The watchdog thread could not be started.
+    #[error("cannot start the vhost-user watchdog thread")]
+    Thread(#[source] std::io::Error),
+    /// The backend did not answer in time.
+    #[error("the vhost-user backend did not answer {0} within {1:?} (does it serve another VMM?)")]
+    NoAnswer(&'static str, Duration),
+    /// The request failed (the backend refused it, closed the socket, or answered
+    /// something malformed).
     #[error("vhost-user request {0} failed")]
-    Io(&'static str, #[source] std::io::Error),
-    /// The backend answered something that is not a reply to our request.
-    #[error("vhost-user backend answered {0} with a malformed reply")]
-    BadReply(&'static str),
-    /// The backend refused a request (REPLY_ACK with a non-zero status).
-    #[error("vhost-user backend refused {0} (status {1})")]
-    Refused(&'static str, u64),
+    Request(&'static str, #[source] vhost::Error),
     /// The backend lacks something we need.
     #[error("vhost-user backend does not offer {0}")]
     Missing(&'static str),
 }
 
-/// `VHOST_USER_F_PROTOCOL_FEATURES` (a virtio feature bit only vhost-user uses).
-pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
-const PROTOCOL_F_MQ: u64 = 1 << 0;
-const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
-
-const VERSION: u32 = 1;
-const FLAG_REPLY: u32 = 1 << 2;
-const FLAG_NEED_REPLY: u32 = 1 << 3;
-/// At most this many memory regions in SET_MEM_TABLE.
-pub const MAX_REGIONS: usize = 8;
-
-#[derive(Clone, Copy)]
-#[repr(u32)]
-enum Req {
-    GetFeatures = 1,
-    SetFeatures = 2,
-    SetOwner = 3,
-    SetMemTable = 5,
-    SetVringNum = 8,
-    SetVringAddr = 9,
-    SetVringBase = 10,
-    GetVringBase = 11,
-    SetVringKick = 12,
-    SetVringCall = 13,
-    GetProtocolFeatures = 15,
-    SetProtocolFeatures = 16,
-    SetVringEnable = 18,
-}
-
-impl Req {
-    fn name(self) -> &'static str {
-        match self {
-            Req::GetFeatures => "GET_FEATURES",
-            Req::SetFeatures => "SET_FEATURES",
-            Req::SetOwner => "SET_OWNER",
-            Req::SetMemTable => "SET_MEM_TABLE",
-            Req::SetVringNum => "SET_VRING_NUM",
-            Req::SetVringAddr => "SET_VRING_ADDR",
-            Req::SetVringBase => "SET_VRING_BASE",
-            Req::GetVringBase => "GET_VRING_BASE",
-            Req::SetVringKick => "SET_VRING_KICK",
-            Req::SetVringCall => "SET_VRING_CALL",
-            Req::GetProtocolFeatures => "GET_PROTOCOL_FEATURES",
-            Req::SetProtocolFeatures => "SET_PROTOCOL_FEATURES",
-            Req::SetVringEnable => "SET_VRING_ENABLE",
-        }
+/// What a failed connect means for the person who named the socket.
+fn connect_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => " (nobody listens there: is the backend running?)",
+        std::io::ErrorKind::NotFound => " (it does not exist)",
+        _ => "",
     }
 }
+
+/// `VHOST_USER_F_PROTOCOL_FEATURES` (a virtio feature bit only vhost-user uses).
+pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
+/// At most this many memory regions in SET_MEM_TABLE.
+pub const MAX_REGIONS: usize = 8;
+/// Queues of a virtio-fs device (hiprio and one request queue).
+const MAX_QUEUES: u64 = 2;
 
 /// One guest RAM region as SET_MEM_TABLE describes it.
 #[derive(Debug, Clone, Copy)]
@@ -114,37 +100,141 @@ pub struct VringAddrs {
     pub avail: u64,
 }
 
+#[derive(Default)]
+struct Alarm {
+    /// When the request in flight times out.
+    deadline: Option<Instant>,
+    /// The watchdog has shut the socket down.
+    fired: bool,
+    /// The frontend is going away.
+    stop: bool,
+}
+
+/// A thread that shuts the socket down when a request outlives its deadline. It
+/// sleeps on a condition variable while no request is in flight.
+struct Watchdog {
+    alarm: Arc<(Mutex<Alarm>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<Alarm>) -> MutexGuard<'_, Alarm> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Watchdog {
+    /// Watches `sock` (a clone of the frontend's socket).
+    fn new(sock: UnixStream) -> std::io::Result<Self> {
+        let alarm = Arc::new((Mutex::new(Alarm::default()), Condvar::new()));
+        let a = Arc::clone(&alarm);
+        let thread = std::thread::Builder::new()
+            .name("vhost-user-watchdog".into())
+            .spawn(move || {
+                let (m, cv) = &*a;
+                let mut g = lock(m);
+                while !g.stop {
+                    let Some(deadline) = g.deadline else {
+                        g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    };
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let _ = sock.shutdown(std::net::Shutdown::Both);
+                        g.fired = true;
+                        g.deadline = None;
+                    } else {
+                        g = cv
+                            .wait_timeout(g, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                }
+            })?;
+        Ok(Self {
+            alarm,
+            thread: Some(thread),
+        })
+    }
+
+    fn arm(&self, timeout: Duration) {
+        lock(&self.alarm.0).deadline = Some(Instant::now() + timeout);
+        self.alarm.1.notify_one();
+    }
+
+    /// Ends the deadline; whether the watchdog has fired (now or before).
+    fn disarm(&self) -> bool {
+        let mut g = lock(&self.alarm.0);
+        g.deadline = None;
+        g.fired
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        lock(&self.alarm.0).stop = true;
+        self.alarm.1.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A connected vhost-user backend.
 pub struct Frontend {
-    sock: UnixStream,
+    vu: VuFrontend,
     features: u64,
-    protocol: u64,
+    timeout: Duration,
+    watchdog: Watchdog,
 }
 
 impl Frontend {
-    /// Connects to `path` and does the connect-time requests.
+    /// Connects to `path` and does the connect-time requests; each request may
+    /// wait [`TIMEOUT`] for its answer.
     pub fn connect(path: &Path) -> Result<Self, VhostUserError> {
-        let sock = UnixStream::connect(path)
-            .map_err(|e| VhostUserError::Connect(path.display().to_string(), e))?;
-        // A backend that stops answering must not hang a vCPU thread forever.
-        let t = Some(Duration::from_secs(10));
-        sock.set_read_timeout(t)
-            .and_then(|()| sock.set_write_timeout(t))
-            .map_err(|e| VhostUserError::Connect(path.display().to_string(), e))?;
+        Self::connect_with_timeout(path, TIMEOUT)
+    }
+
+    /// [`Self::connect`] with another time limit per request.
+    pub fn connect_with_timeout(path: &Path, timeout: Duration) -> Result<Self, VhostUserError> {
+        let connect_err = |e| VhostUserError::Connect(path.display().to_string(), e);
+        let sock = UnixStream::connect(path).map_err(connect_err)?;
+        let watchdog = Watchdog::new(sock.try_clone().map_err(connect_err)?)
+            .map_err(VhostUserError::Thread)?;
         let mut f = Self {
-            sock,
+            vu: VuFrontend::from_stream(sock, MAX_QUEUES),
             features: 0,
-            protocol: 0,
+            timeout,
+            watchdog,
         };
-        f.request(Req::SetOwner, &[], &[], false)?;
-        f.features = f.get_u64(Req::GetFeatures)?;
+        f.call("SET_OWNER", |vu| vu.set_owner())?;
+        f.features = f.call("GET_FEATURES", |vu| vu.get_features())?;
         if f.features & F_PROTOCOL_FEATURES != 0 {
-            let offered = f.get_u64(Req::GetProtocolFeatures)?;
-            let want = offered & (PROTOCOL_F_MQ | PROTOCOL_F_REPLY_ACK);
-            f.request(Req::SetProtocolFeatures, &want.to_le_bytes(), &[], false)?;
-            f.protocol = want;
+            let offered = f.call("GET_PROTOCOL_FEATURES", |vu| vu.get_protocol_features())?;
+            let want =
+                offered & (VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK);
+            f.call("SET_PROTOCOL_FEATURES", |vu| vu.set_protocol_features(want))?;
+            if want.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+                f.vu.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+            }
         }
         Ok(f)
+    }
+
+    /// Runs one request under the watchdog.
+    fn call<T>(
+        &mut self,
+        name: &'static str,
+        request: impl FnOnce(&mut VuFrontend) -> vhost::Result<T>,
+    ) -> Result<T, VhostUserError> {
+        self.watchdog.arm(self.timeout);
+        let result = request(&mut self.vu);
+        let fired = self.watchdog.disarm();
+        result.map_err(|e| {
+            if fired {
+                VhostUserError::NoAnswer(name, self.timeout)
+            } else {
+                VhostUserError::Request(name, e)
+            }
+        })
     }
 
     /// The virtio features the backend offers (with F_PROTOCOL_FEATURES as given).
@@ -155,7 +245,7 @@ impl Frontend {
     /// SET_FEATURES: the driver's features (F_PROTOCOL_FEATURES is added when offered).
     pub fn set_features(&mut self, driver: u64) -> Result<(), VhostUserError> {
         let f = driver | (self.features & F_PROTOCOL_FEATURES);
-        self.request(Req::SetFeatures, &f.to_le_bytes(), &[], true)
+        self.call("SET_FEATURES", |vu| vu.set_features(f))
     }
 
     /// SET_MEM_TABLE.
@@ -163,16 +253,18 @@ impl Frontend {
         if regions.is_empty() || regions.len() > MAX_REGIONS {
             return Err(VhostUserError::Missing("this many memory regions"));
         }
-        let mut p = Vec::with_capacity(8 + 32 * regions.len());
-        p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
-        p.extend_from_slice(&0u32.to_le_bytes());
-        for r in regions {
-            for v in [r.gpa, r.size, r.host_addr, r.offset] {
-                p.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        let fds: Vec<RawFd> = regions.iter().map(|r| r.fd).collect();
-        self.request(Req::SetMemTable, &p, &fds, true)
+        let info: Vec<VhostUserMemoryRegionInfo> = regions
+            .iter()
+            .map(|r| VhostUserMemoryRegionInfo {
+                guest_phys_addr: r.gpa,
+                memory_size: r.size,
+                userspace_addr: r.host_addr,
+                mmap_offset: r.offset,
+                mmap_handle: r.fd,
+            })
+            .collect();
+        self.call("SET_MEM_TABLE", |vu| vu.set_mem_table(&info))
+            .map(|_| ())
     }
 
     /// Sets up and starts vring `index`: size, addresses, base 0, call and kick fds.
@@ -181,141 +273,47 @@ impl Frontend {
         index: u32,
         size: u16,
         addrs: VringAddrs,
-        kick: &impl AsRawFd,
-        call: &impl AsRawFd,
+        kick: &EventFd,
+        call: &EventFd,
     ) -> Result<(), VhostUserError> {
-        self.request(Req::SetVringNum, &state(index, u32::from(size)), &[], true)?;
-        let mut a = Vec::with_capacity(40);
-        a.extend_from_slice(&index.to_le_bytes());
-        a.extend_from_slice(&0u32.to_le_bytes());
-        for v in [addrs.desc, addrs.used, addrs.avail, 0] {
-            a.extend_from_slice(&v.to_le_bytes());
-        }
-        self.request(Req::SetVringAddr, &a, &[], true)?;
-        self.request(Req::SetVringBase, &state(index, 0), &[], true)?;
-        let idx = u64::from(index).to_le_bytes();
-        self.request(Req::SetVringCall, &idx, &[call.as_raw_fd()], true)?;
-        self.request(Req::SetVringKick, &idx, &[kick.as_raw_fd()], true)?;
+        let i = index as usize;
+        self.call("SET_VRING_NUM", |vu| vu.set_vring_num(i, size))?;
+        let config = VringConfigData {
+            queue_max_size: size,
+            queue_size: size,
+            flags: 0,
+            desc_table_addr: addrs.desc,
+            used_ring_addr: addrs.used,
+            avail_ring_addr: addrs.avail,
+            log_addr: None,
+        };
+        self.call("SET_VRING_ADDR", |vu| vu.set_vring_addr(i, &config))?;
+        self.call("SET_VRING_BASE", |vu| vu.set_vring_base(i, 0))?;
+        self.call("SET_VRING_CALL", |vu| vu.set_vring_call(i, call))?;
+        self.call("SET_VRING_KICK", |vu| vu.set_vring_kick(i, kick))?;
         if self.features & F_PROTOCOL_FEATURES != 0 {
-            self.request(Req::SetVringEnable, &state(index, 1), &[], true)?;
+            self.call("SET_VRING_ENABLE", |vu| vu.set_vring_enable(i, true))?;
         }
         Ok(())
     }
 
     /// GET_VRING_BASE: stops vring `index`; returns its next available index.
     pub fn stop_vring(&mut self, index: u32) -> Result<u32, VhostUserError> {
-        let reply = self.call(Req::GetVringBase, &state(index, 0))?;
-        let b: [u8; 8] = reply
-            .as_slice()
-            .try_into()
-            .map_err(|_| VhostUserError::BadReply("GET_VRING_BASE"))?;
-        Ok(u32::from_le_bytes([b[4], b[5], b[6], b[7]]))
+        self.call("GET_VRING_BASE", |vu| vu.get_vring_base(index as usize))
     }
 
-    fn get_u64(&mut self, req: Req) -> Result<u64, VhostUserError> {
-        let reply = self.call(req, &[])?;
-        let b: [u8; 8] = reply
-            .as_slice()
-            .try_into()
-            .map_err(|_| VhostUserError::BadReply(req.name()))?;
-        Ok(u64::from_le_bytes(b))
+    /// Whether the backend has closed its end of the connection (it exited or
+    /// dropped us). Never blocks.
+    pub fn hung_up(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.vu.as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd and a zero timeout; poll only reads the fd's state.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
-
-    fn send(
-        &mut self,
-        req: Req,
-        flags: u32,
-        payload: &[u8],
-        fds: &[RawFd],
-    ) -> Result<(), VhostUserError> {
-        let mut hdr = [0u8; 12];
-        hdr[0..4].copy_from_slice(&(req as u32).to_le_bytes());
-        hdr[4..8].copy_from_slice(&(VERSION | flags).to_le_bytes());
-        hdr[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        let mut msg = Vec::with_capacity(12 + payload.len());
-        msg.extend_from_slice(&hdr);
-        msg.extend_from_slice(payload);
-        if fds.is_empty() {
-            self.sock
-                .write_all(&msg)
-                .map_err(|e| VhostUserError::Io(req.name(), e))
-        } else {
-            let n = self
-                .sock
-                .send_with_fds(&[msg.as_slice()], fds)
-                .map_err(|e| {
-                    VhostUserError::Io(req.name(), std::io::Error::from_raw_os_error(e.errno()))
-                })?;
-            if n == msg.len() {
-                Ok(())
-            } else {
-                self.sock
-                    .write_all(&msg[n..])
-                    .map_err(|e| VhostUserError::Io(req.name(), e))
-            }
-        }
-    }
-
-    fn recv_reply(&mut self, req: Req) -> Result<Vec<u8>, VhostUserError> {
-        let mut hdr = [0u8; 12];
-        self.sock
-            .read_exact(&mut hdr)
-            .map_err(|e| VhostUserError::Io(req.name(), e))?;
-        let code = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let flags = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-        let size = u32::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11]]);
-        if code != req as u32 || flags & FLAG_REPLY == 0 || size > 4096 {
-            return Err(VhostUserError::BadReply(req.name()));
-        }
-        let mut body = vec![0u8; size as usize];
-        self.sock
-            .read_exact(&mut body)
-            .map_err(|e| VhostUserError::Io(req.name(), e))?;
-        Ok(body)
-    }
-
-    /// A request whose reply carries data.
-    fn call(&mut self, req: Req, payload: &[u8]) -> Result<Vec<u8>, VhostUserError> {
-        self.send(req, 0, payload, &[])?;
-        self.recv_reply(req)
-    }
-
-    /// A request without data in its reply; with REPLY_ACK (and `ack`), waits for
-    /// the backend's status.
-    fn request(
-        &mut self,
-        req: Req,
-        payload: &[u8],
-        fds: &[RawFd],
-        ack: bool,
-    ) -> Result<(), VhostUserError> {
-        let want_ack = ack && self.protocol & PROTOCOL_F_REPLY_ACK != 0;
-        self.send(
-            req,
-            if want_ack { FLAG_NEED_REPLY } else { 0 },
-            payload,
-            fds,
-        )?;
-        if want_ack {
-            let body = self.recv_reply(req)?;
-            let b: [u8; 8] = body
-                .as_slice()
-                .try_into()
-                .map_err(|_| VhostUserError::BadReply(req.name()))?;
-            let status = u64::from_le_bytes(b);
-            if status != 0 {
-                return Err(VhostUserError::Refused(req.name(), status));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn state(index: u32, num: u32) -> [u8; 8] {
-    let mut s = [0u8; 8];
-    s[0..4].copy_from_slice(&index.to_le_bytes());
-    s[4..8].copy_from_slice(&num.to_le_bytes());
-    s
 }
 
 #[cfg(test)]
@@ -435,7 +433,55 @@ mod tests {
             "major"
         );
         assert_eq!(f.stop_vring(1).unwrap(), 1);
+        assert!(!f.hung_up());
+        drop(d);
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            f.hung_up()
+        });
+        assert!(gone, "the killed daemon's socket reads as hung up");
         // SAFETY: unmaps the mapping made above; nothing uses it any more.
         unsafe { libc::munmap(host, SIZE as usize) };
+    }
+
+    #[test]
+    fn a_backend_that_never_answers_fails_the_request_in_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("silent.sock");
+        // Listening, so connect succeeds (into the backlog), but never accepting.
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t0 = std::time::Instant::now();
+        let limit = Duration::from_millis(300);
+        let e = Frontend::connect_with_timeout(&path, limit)
+            .err()
+            .expect("no answer is an error");
+        assert!(
+            matches!(e, VhostUserError::NoAnswer("GET_FEATURES", l) if l == limit),
+            "{e}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            e.to_string()
+                .contains("did not answer GET_FEATURES within 300ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn nobody_listening_is_a_connect_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let e = Frontend::connect(&path).err().expect("refused");
+        let VhostUserError::Connect(p, io) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(p, &path.display().to_string());
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(
+            e.to_string()
+                .ends_with("stale.sock (nobody listens there: is the backend running?)"),
+            "{e}"
+        );
     }
 }

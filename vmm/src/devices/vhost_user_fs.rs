@@ -8,9 +8,18 @@
 //! and below the doorbells, outside e820 RAM. The guest finds it as
 //! `virtio_mmio.device=4K@0xfe000000:21` on its command line.
 //!
-//! When the backend fails (a refused request, or the daemon exits), the device sets
-//! DEVICE_NEEDS_RESET and raises a config-change interrupt; the guest sees I/O
-//! errors. The VMM goes on.
+//! When the backend fails (a refused request, the daemon exits, or a backend the
+//! VMM did not start closes the socket), the device sets DEVICE_NEEDS_RESET and
+//! raises a config-change interrupt; the guest sees I/O errors. The VMM goes on.
+//!
+//! The VMM does not look at the descriptors a guest offers: they go from the
+//! guest to virtiofsd through the ioeventfd, with no VMM thread in between, and a
+//! check made before the kick could not hold anyway (the guest can rewrite a
+//! descriptor after it was checked). virtiofsd checks every descriptor against
+//! the memory table it was given, which is this OSlet's RAM only: a forged
+//! descriptor makes it fail or exit (tests/shared_fs.rs lists what it does with
+//! each kind), and since every OSlet has its own virtiofsd, only the forging
+//! OSlet loses its shared filesystem.
 
 use std::sync::Mutex;
 
@@ -220,11 +229,26 @@ impl VhostUserFs {
 
     /// The backend died: the device needs a reset, the guest gets a config interrupt.
     pub fn backend_failed(&self) {
+        Self::fail(&mut lock(&self.inner), &self.irq);
+    }
+
+    /// Whether the backend has closed the connection (it exited): then the device
+    /// fails as with [`Self::backend_failed`]. False once it has failed. For
+    /// backends the VMM did not start, whose exit it cannot wait for.
+    pub fn check_hangup(&self) -> bool {
         let mut inner = lock(&self.inner);
+        if inner.frontend.as_ref().is_some_and(Frontend::hung_up) {
+            Self::fail(&mut inner, &self.irq);
+            return true;
+        }
+        false
+    }
+
+    fn fail(inner: &mut Inner, irq: &EventFd) {
         inner.frontend = None;
         inner.started.clear();
         inner.mmio.set_needs_reset();
-        let _ = self.irq.write(1);
+        let _ = irq.write(1);
     }
 }
 

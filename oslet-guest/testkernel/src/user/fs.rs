@@ -21,7 +21,11 @@ use super::{Arena, Env};
 use crate::io::poweroff;
 use crate::serial::{Hex, Str};
 
-const QSIZE: u16 = 64;
+/// Entries of the request queue.
+pub(super) const QSIZE: u16 = 64;
+/// Descriptor flags.
+pub(super) const D_NEXT: u16 = 1;
+pub(super) const D_WRITE: u16 = 2;
 const REQ_QUEUE: u32 = 1;
 /// Largest data chunk per READ/WRITE (the device's max_write may lower it).
 const MAX_CHUNK: u32 = 256 * 1024;
@@ -43,7 +47,7 @@ const RELEASE: u32 = 18;
 const FSYNC: u32 = 20;
 const INIT: u32 = 26;
 const CREATE: u32 = 35;
-const ROOT: u64 = 1;
+pub(super) const ROOT: u64 = 1;
 const ENOENT: i32 = -2;
 
 fn rd32(pa: u64) -> u32 {
@@ -76,7 +80,7 @@ fn le64(b: &[u8], at: usize) -> u64 {
 }
 
 /// Why a request failed.
-enum Error {
+pub(super) enum Error {
     /// The transport or device misbehaved (the message says how).
     Io(&'static str),
     /// FUSE answered with -errno.
@@ -227,15 +231,39 @@ impl Fs {
     /// on READ, so a READ's buffer must be exactly header + size.
     fn call_cap(&mut self, len: usize, cap: u32) -> Result<usize, Error> {
         let cap = cap.min(self.reply.len() as u32);
-        wr64(self.desc, self.req.as_ptr() as u64);
-        wr32(self.desc + 8, len as u32);
-        wr16(self.desc + 12, 1); // NEXT
-        wr16(self.desc + 14, 1);
-        wr64(self.desc + 16, self.reply.as_ptr() as u64);
-        wr32(self.desc + 24, cap);
-        wr16(self.desc + 28, 2); // WRITE
-        wr16(self.desc + 30, 0);
-        wr16(self.avail + 4 + 2 * (self.idx % QSIZE) as u64, 0);
+        self.put_desc(0, self.req.as_ptr() as u64, len as u32, D_NEXT, 1);
+        self.put_desc(1, self.reply.as_ptr() as u64, cap, D_WRITE, 0);
+        let (id, n) = self.submit(0)?;
+        if id != 0 || n < 16 || n > cap {
+            return Err(Error::Io("bad used element (id or length)"));
+        }
+        let r = &*self.reply;
+        if le32(r, 0) != n || le64(r, 8) != self.unique {
+            return Err(Error::Io("reply header does not match the request"));
+        }
+        let err = le32(r, 4) as i32;
+        if err != 0 {
+            return Err(Error::Fuse(err));
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes descriptor `i` of the table (`i` < QSIZE).
+    pub(super) fn put_desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = self.desc + 16 * (i % QSIZE) as u64;
+        wr64(d, addr);
+        wr32(d + 8, len);
+        wr16(d + 12, flags);
+        wr16(d + 14, next);
+    }
+
+    /// Offers the chain starting at descriptor `head` (whatever its value:
+    /// `fs-forge` offers bad ones), notifies the device and waits until the used
+    /// index advances by one: the used element's (id, length). Every ms the
+    /// status register is read; DEVICE_NEEDS_RESET or 30 s without a reply are
+    /// I/O errors.
+    pub(super) fn submit(&mut self, head: u16) -> Result<(u32, u32), Error> {
+        wr16(self.avail + 4 + 2 * (self.idx % QSIZE) as u64, head);
         fence(Ordering::SeqCst);
         let next = self.idx.wrapping_add(1);
         wr16(self.avail + 2, next);
@@ -266,22 +294,27 @@ impl Fs {
         fence(Ordering::SeqCst);
         self.idx = next;
         let elem = self.used + 4 + 8 * ((next.wrapping_sub(1)) % QSIZE) as u64;
-        let (id, n) = (rd32(elem), rd32(elem + 4));
-        if id != 0 || n < 16 || n > cap {
-            return Err(Error::Io("bad used element (id or length)"));
-        }
-        let r = &*self.reply;
-        if le32(r, 0) != n || le64(r, 8) != self.unique {
-            return Err(Error::Io("reply header does not match the request"));
-        }
-        let err = le32(r, 4) as i32;
-        if err != 0 {
-            return Err(Error::Fuse(err));
-        }
-        Ok(n as usize)
+        Ok((rd32(elem), rd32(elem + 4)))
     }
 
-    fn fail(&self, op: &str, name: &[u8], e: Error) -> ! {
+    /// Guest-physical addresses of the request and reply buffers.
+    pub(super) fn buffers(&self) -> (u64, u64) {
+        (self.req.as_ptr() as u64, self.reply.as_ptr() as u64)
+    }
+
+    /// Puts a GETATTR of `node` in the request buffer: its length.
+    pub(super) fn getattr_request(&mut self, node: u64) -> usize {
+        let n = self.header(GETATTR, node, 16);
+        self.req[n..n + 16].fill(0);
+        n + 16
+    }
+
+    /// The FUSE error of the reply in the reply buffer (0: none).
+    pub(super) fn reply_error(&self) -> i32 {
+        le32(self.reply, 4) as i32
+    }
+
+    pub(super) fn fail(&self, op: &str, name: &[u8], e: Error) -> ! {
         match e {
             Error::Io(why) => say!("fs: I/O error: ", op, " ", Str(name), ": ", why),
             Error::Fuse(errno) => say!(
@@ -320,9 +353,8 @@ impl Fs {
 
     /// GETATTR: the size.
     fn getattr(&mut self, node: u64) -> Result<u64, Error> {
-        let n = self.header(GETATTR, node, 16);
-        self.req[n..n + 16].fill(0);
-        let r = self.call(n + 16)?;
+        let n = self.getattr_request(node);
+        let r = self.call(n)?;
         if r < 16 + 104 {
             return Err(Error::Io("short GETATTR reply"));
         }
@@ -529,6 +561,25 @@ fn bench(fs: &mut Fs, env: &Env, bytes: u64, files: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Looks `name` up every 10 ms until it exists (60 s at most): how many ms that took.
+fn wait_for(fs: &mut Fs, name: &[u8]) -> Result<u64, Error> {
+    let start = crate::io::rdtsc();
+    loop {
+        match fs.lookup(name) {
+            Ok(_) => return Ok(crate::io::rdtsc().wrapping_sub(start) / fs.ms.max(1)),
+            Err(Error::Fuse(ENOENT)) => {}
+            Err(e) => return Err(e),
+        }
+        let t = crate::io::rdtsc();
+        if t.wrapping_sub(start) > 60_000 * fs.ms {
+            return Err(Error::Io("it did not appear within 60 s"));
+        }
+        while crate::io::rdtsc().wrapping_sub(t) < 10 * fs.ms {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Runs every `fs-*` word in command-line order; powers off 0 when all worked.
 pub fn run(env: &mut Env) -> ! {
     let mut fs = Fs::open(env);
@@ -577,6 +628,14 @@ pub fn run(env: &mut Env) -> ! {
                 Ok(size) => say!("fs: stat ", Str(v), ": ", size, " bytes"),
                 Err(Error::Fuse(ENOENT)) => say!("fs: stat ", Str(v), ": no such file"),
                 Err(e) => fs.fail("stat", v, e),
+            },
+            b"fs-wait" => match wait_for(&mut fs, v) {
+                Ok(ms) => say!("fs: ", Str(v), " appeared after ", ms, " ms"),
+                Err(e) => fs.fail("wait", v, e),
+            },
+            b"fs-forge" => match super::forge::run(&mut fs, v) {
+                Ok(()) => {}
+                Err(e) => fs.fail("forge", v, e),
             },
             b"fs-bench" => {
                 let mut it = v.split(|&c| c == b',');

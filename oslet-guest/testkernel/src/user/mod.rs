@@ -12,6 +12,7 @@ mod bench;
 mod clock;
 mod doorbell;
 mod echo;
+mod forge;
 mod fs;
 mod hostile;
 mod link;
