@@ -69,11 +69,23 @@ pub struct Pending {
 pub struct Server {
     path: PathBuf,
     active: Arc<AtomicUsize>,
+    /// The path is already removed (a later supervisor may own it now).
+    unlinked: std::sync::atomic::AtomicBool,
+}
+
+impl Server {
+    /// Removes the socket's path (new clients can no longer connect); connections
+    /// already accepted are served on.
+    pub fn unlink(&self) {
+        if !self.unlinked.swap(true, Ordering::SeqCst) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.unlink();
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
         while self.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -127,6 +139,7 @@ pub fn serve(path: &Path, calls: Sender<Pending>) -> Result<Server, ControlError
     Ok(Server {
         path: path.to_path_buf(),
         active: server_active,
+        unlinked: std::sync::atomic::AtomicBool::new(false),
     })
 }
 

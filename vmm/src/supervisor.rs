@@ -490,6 +490,11 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
         sup.reap();
         if !sup.any_running() {
             if let Some(replies) = sup.down.take() {
+                // Gone before anyone hears "down": a client that got the answer never
+                // finds the socket still there.
+                if let Some(s) = &server {
+                    s.unlink();
+                }
                 for r in replies {
                     let _ = r.send(json_response(200, &json!({ "down": true })));
                 }
