@@ -373,13 +373,7 @@ fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
     let Some(b) = Box::up("top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first") else {
         return;
     };
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var("CI").is_err(), "tmux is missing in CI");
-        eprintln!("skipped top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first: no tmux");
+    if !tmux_or_skip("top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first") {
         return;
     }
     b.wait_halted("alpha");
@@ -575,6 +569,20 @@ fn console_attach_types_into_the_guest_detaches_with_ctrl_bracket_and_closes_at_
     assert!(err.contains("no OSlet named \"nosuch\""), "{err}");
 }
 
+/// Whether tmux is here; a test without it skips, except in CI (which installs it).
+fn tmux_or_skip(test: &str) -> bool {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        return true;
+    }
+    assert!(std::env::var("CI").is_err(), "tmux is missing in CI");
+    eprintln!("skipped {test}: no tmux (apt-get install -y tmux)");
+    false
+}
+
 fn tmux(args: &[&str]) -> String {
     let out = std::process::Command::new("tmux")
         .args(args)
@@ -592,13 +600,7 @@ fn console_in_a_real_terminal_detaches_with_ctrl_bracket() {
     ) else {
         return;
     };
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(std::env::var("CI").is_err(), "tmux is missing in CI");
-        eprintln!("skipped console_in_a_real_terminal_detaches_with_ctrl_bracket: no tmux");
+    if !tmux_or_skip("console_in_a_real_terminal_detaches_with_ctrl_bracket") {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -32,6 +32,7 @@ pub const AGENT_RING_BYTES: u32 = 4096;
 
 /// One report from a guest agent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AgentReport {
     /// One more per report.
     pub seq: u64,

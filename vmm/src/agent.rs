@@ -7,13 +7,12 @@
 //! The guest finds it on its command line:
 //! `oslet.agentlink=<window_gpa>,<ring_bytes>`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use oslet_interconnect::agent::{AgentReport, AGENT_RING_BYTES};
 use oslet_interconnect::{Endpoint, LinkConfig, PeerState, RecvError, Region, Side};
-use serde::{Deserialize, Serialize};
 
 use crate::link::{FIRST_SLOT, MAX_LINKS_PER_OSLET, WINDOW_BASE};
 use crate::log::RateLimiter;
@@ -42,37 +41,7 @@ pub enum AgentError {
 }
 
 /// The latest report, as the supervisor and `oslet top` see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GuestReport {
-    /// The report's sequence number.
-    pub seq: u64,
-    /// Guest uptime, ms.
-    pub uptime_ms: u64,
-    /// Load average over 1, 5, 15 minutes, × 1000.
-    pub load_milli: [u32; 3],
-    /// CPUs online in the guest.
-    pub cpus_online: u32,
-    /// Runnable tasks.
-    pub procs_running: u32,
-    /// Memory the guest has, KiB.
-    pub mem_total_kib: u64,
-    /// Memory available to its programs, KiB.
-    pub mem_available_kib: u64,
-}
-
-impl From<AgentReport> for GuestReport {
-    fn from(r: AgentReport) -> Self {
-        GuestReport {
-            seq: r.seq,
-            uptime_ms: r.uptime_ms,
-            load_milli: r.load_milli,
-            cpus_online: r.cpus_online,
-            procs_running: r.procs_running,
-            mem_total_kib: r.mem_total_kib,
-            mem_available_kib: r.mem_available_kib,
-        }
-    }
-}
+pub type GuestReport = AgentReport;
 
 /// The VMM's mapping of the window (unmapped after the endpoint is gone).
 struct Mapping {
@@ -113,45 +82,9 @@ impl AgentLink {
             LinkConfig::new(AGENT_RING_BYTES).map_err(|e| AgentError::Attach(format!("{e:?}")))?;
         let section = config.section_bytes() as usize;
         let len = config.window_bytes();
-        // SAFETY: memfd_create with a valid C string; the result is checked.
-        let fd = unsafe { libc::memfd_create(c"oslet-agent".as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(AgentError::Os(
-                "create a memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sizing our own memfd.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(AgentError::Os(
-                "size a memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a fresh shared mapping of the whole memfd; checked for MAP_FAILED.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(AgentError::Os(
-                "map a memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        let map = Mapping {
-            ptr: ptr.cast(),
-            len,
-            _fd: fd,
-        };
+        let (fd, ptr) = crate::link::memfd_mapping(c"oslet-agent", len)
+            .map_err(|(what, e)| AgentError::Os(what, e))?;
+        let map = Mapping { ptr, len, _fd: fd };
         // Side A (the guest's) writable in the guest, side B (ours) read-only there.
         for (i, (offset, flags)) in [(0usize, 0u32), (section, KVM_MEM_READONLY)]
             .into_iter()
@@ -166,8 +99,9 @@ impl AgentLink {
                 flags,
             };
             // SAFETY: the host range is inside `map`, which outlives the VM's use of it
-            // (the OSlet drops the VM first); the guest range lies in the MMIO hole below
-            // every link window and overlaps no RAM or other slot.
+            // (the OSlet drops the VM first; on an error here the OSlet is abandoned
+            // before any vCPU runs); the guest range lies in the MMIO hole below every
+            // link window and overlaps no RAM or other slot.
             unsafe { vm.set_user_memory_region(region) }.map_err(AgentError::Kvm)?;
         }
         // SAFETY: `map` covers `len` bytes of shared memory that stay mapped for as long
@@ -219,7 +153,7 @@ impl AgentLink {
                     break;
                 }
                 Ok(Some(n)) => match AgentReport::decode(self.buf.get(..n).unwrap_or(&[])) {
-                    Ok(r) => self.latest = Some(r.into()),
+                    Ok(r) => self.latest = Some(r),
                     Err(e) => self
                         .bad
                         .warn(format_args!("{name}: guest agent sent a bad report: {e}")),

@@ -52,6 +52,41 @@ pub enum LinkError {
     NoRoom(String, u64),
 }
 
+/// A new memfd of `len` bytes called `name`, mapped shared and read-write into this
+/// process: (the fd, the mapping). On error, what failed and why.
+pub(crate) fn memfd_mapping(
+    name: &std::ffi::CStr,
+    len: usize,
+) -> Result<(OwnedFd, *mut u8), (&'static str, std::io::Error)> {
+    let os = |what| (what, std::io::Error::last_os_error());
+    // SAFETY: memfd_create with a valid C string; the returned fd is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os("create a memfd"));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate on our own memfd.
+    if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
+        return Err(os("size a memfd"));
+    }
+    // SAFETY: a fresh shared mapping of the whole memfd; checked for MAP_FAILED.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            memfd.as_raw_fd(),
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        return Err(os("map a memfd"));
+    }
+    Ok((memfd, map.cast()))
+}
+
 /// Bytes of one section for `ring_bytes` (control page + ring).
 pub fn section_bytes(ring_bytes: u64) -> u64 {
     u64::from(layout::CONTROL_BYTES) + ring_bytes
@@ -134,52 +169,22 @@ impl SharedLink {
         let len = 2 * section_bytes(plan.ring_bytes);
         let cname = std::ffi::CString::new(format!("oslet-link-{name}"))
             .map_err(|_| LinkError::Geometry(name.clone(), "name holds a NUL".into()))?;
-        // SAFETY: memfd_create with a valid C string; the returned fd is checked below.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(LinkError::Os(
-                "create a link memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
-        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: ftruncate on our own memfd.
-        if unsafe { libc::ftruncate(memfd.as_raw_fd(), len as libc::off_t) } != 0 {
-            return Err(LinkError::Os(
-                "size a link memfd",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: a fresh shared mapping of the whole memfd; checked for MAP_FAILED.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                memfd.as_raw_fd(),
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(LinkError::Os(
-                "map a link window",
-                std::io::Error::last_os_error(),
-            ));
-        }
         let efd = || {
             EventFd::new(libc::EFD_CLOEXEC)
                 .map_err(|e| LinkError::Os("create a doorbell eventfd", e))
         };
+        // The eventfds first: nothing can fail after the mapping (owned by Self).
+        let (a_to_b, b_to_a) = (efd()?, efd()?);
+        let (memfd, map) =
+            memfd_mapping(&cname, len as usize).map_err(|(what, e)| LinkError::Os(what, e))?;
         Ok(Self {
             a: plan.a.clone(),
             b: plan.b.clone(),
             ring_bytes: plan.ring_bytes,
             memfd,
-            a_to_b: efd()?,
-            b_to_a: efd()?,
-            map: map.cast(),
+            a_to_b,
+            b_to_a,
+            map,
             len: len as usize,
         })
     }
