@@ -74,6 +74,13 @@ impl RateLimiter {
             warn(args);
         }
     }
+
+    /// Prints an informational line if the limiter allows it.
+    pub fn info(&self, args: Arguments<'_>) {
+        if self.allow() {
+            info(args);
+        }
+    }
 }
 
 #[cfg(test)]

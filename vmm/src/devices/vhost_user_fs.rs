@@ -164,8 +164,17 @@ impl VhostUserFs {
         match inner.mmio.write(addr - FS_MMIO_BASE, data) {
             MmioAction::None => {}
             MmioAction::Ignored(why) => self.log.warn(format_args!("virtio-fs: {why}; ignored")),
-            MmioAction::Activate => {
-                if let Err(e) = self.activate(&mut inner) {
+            MmioAction::Activate => match self.activate(&mut inner) {
+                // One line per activation (rate-limited: the guest can reset and
+                // re-activate at will). A guest sets DRIVER_OK once its driver has
+                // set the device up (Linux: virtio_fs_probe), so this is the host's
+                // record of that probe; Linux prints nothing when it succeeds.
+                Ok(()) => self.log.info(format_args!(
+                    "virtio-fs: the guest driver set DRIVER_OK (features {:#x}); queues {:?} handed to virtiofsd",
+                    inner.mmio.driver_features(),
+                    inner.started
+                )),
+                Err(e) => {
                     self.log.warn(format_args!(
                         "virtio-fs: cannot start the device: {}",
                         crate::cli::error_chain(&e)
@@ -174,7 +183,7 @@ impl VhostUserFs {
                     inner.mmio.set_needs_reset();
                     let _ = self.irq.write(1);
                 }
-            }
+            },
             MmioAction::Reset => {
                 let started = std::mem::take(&mut inner.started);
                 if let Some(f) = inner.frontend.as_mut() {
