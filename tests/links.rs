@@ -375,3 +375,46 @@ fn a_guest_cannot_write_its_peers_section() {
     );
     assert_eq!(code, 0, "{out}\n{err}");
 }
+
+#[test]
+fn link_probe_measures_ring3_memory_and_each_sides_message_cost() {
+    if !kvm_or_skip("link_probe_measures_ring3_memory_and_each_sides_message_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "probe.toml",
+        &two_oslets("link-probe", "link-probe", "1MiB"),
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let cycles = |name: &str, prefix: &str| -> u64 {
+        let l = lines_of(&out, name)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("oslet-testkernel: probe: {prefix}")))
+            .unwrap_or_else(|| panic!("{name}: no {prefix:?} line:\n{out}"));
+        number_after(l, "B:")
+    };
+    for what in [
+        "load ram",
+        "load peer-window",
+        "store own-window",
+        "copy ram->own-window",
+        "movsb ram->own-window",
+    ] {
+        for n in [4096, 65536] {
+            assert!(cycles("a", &format!("{what} {n} B:")) > 0, "{out}");
+        }
+    }
+    for n in [64, 4096, 65536] {
+        assert!(cycles("a", &format!("send {n} B:")) > 0, "{out}");
+        assert!(cycles("b", &format!("recv {n} B:")) > 0, "{out}");
+    }
+    assert!(
+        lines_of(&out, "a")
+            .iter()
+            .any(|l| l.starts_with("oslet-testkernel: probe: rdtsc: ")),
+        "{out}"
+    );
+}
