@@ -11,8 +11,8 @@
 //!   they are never vectorised, on the host or in a guest) and a `rep movsb` copy,
 //!   over a heap buffer and a window, in cycles per KiB, best of 200 passes.
 //! * send and receive alone: one thread fills a 1 MiB ring with S-byte messages
-//!   while the other waits, then the other drains it while the first waits (so the
-//!   data crosses cores, but the two never run at once): cycles per message, best
+//!   while the other spins, then the other drains it while the first spins (so the
+//!   data crosses cores, but the two never copy at once): cycles per message, best
 //!   of 30 rounds. This is each side's own cost per message, without the two
 //!   sides' interaction.
 //!
@@ -21,7 +21,6 @@
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Barrier;
 
 use oslet_interconnect::{Endpoint, HostWindow, LinkConfig, Side};
 
@@ -87,8 +86,8 @@ fn movsb(dst: &[AtomicU64], src: &[AtomicU64]) {
 }
 
 fn memory(window: &HostWindow, config: LinkConfig) {
-    let heap: Vec<AtomicU64> = (0..8192).map(|_| AtomicU64::new(1)).collect();
-    let heap2: Vec<AtomicU64> = (0..8192).map(|_| AtomicU64::new(2)).collect();
+    let heap: Vec<AtomicU64> = (0..(1 << 17)).map(|_| AtomicU64::new(1)).collect();
+    let heap2: Vec<AtomicU64> = (0..(1 << 17)).map(|_| AtomicU64::new(2)).collect();
     let base = window.region().as_ptr();
     let ring = config.ring_bytes() as usize;
     // SAFETY: the rings of both sections lie inside the window (4096-byte control
@@ -100,7 +99,7 @@ fn memory(window: &HostWindow, config: LinkConfig) {
             words(base.add(config.section_offset(Side::B) + 4096), ring / 8),
         )
     };
-    for n in [4096usize, 65536] {
+    for n in [4096usize, 65536, 1 << 20] {
         let w = n / 8;
         let (ram, ram2, own, peer) = (&heap[..w], &heap2[..w], &own[..w], &peer[..w]);
         let r = [
@@ -121,6 +120,80 @@ fn memory(window: &HostWindow, config: LinkConfig) {
     }
 }
 
+/// Pins the calling thread to `cpu` (as the VMM pins each vCPU thread), so that
+/// the two threads of a test stay on two CPUs.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write that local set.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "cannot pin a thread to CPU {cpu}");
+}
+
+/// A barrier that spins: both threads stay on their CPUs between phases, as the
+/// guest's vCPUs do (a sleeping barrier lets the scheduler put both threads on one
+/// CPU, and then nothing crosses cores).
+struct SpinBarrier(AtomicU64);
+
+impl SpinBarrier {
+    /// The `k`-th rendezvous of two threads (k = 1, 2, ... on each side).
+    fn wait(&self, k: u64) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        while self.0.load(Ordering::Acquire) < 2 * k {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The memory loops again, crossing cores: A stores into its ring while B spins,
+/// then B loads what A stored while A spins (the guest's `crossing`).
+fn crossing(config: LinkConfig) {
+    let w = HostWindow::new(config);
+    let ring = config.ring_bytes() as usize;
+    // SAFETY: A's ring lies inside the window (after its 4096-byte control page),
+    // which outlives this function; only the two threads below access it, atomically.
+    let own = unsafe { words(w.region().as_ptr().add(4096), ring / 8) };
+    for n in [65536usize, 1 << 20] {
+        let words = n / 8;
+        let bar = SpinBarrier(AtomicU64::new(0));
+        let (store, load) = std::thread::scope(|sc| {
+            let b = sc.spawn(|| {
+                pin(1);
+                let mut best = u64::MAX;
+                for round in 1..=ROUNDS as u64 {
+                    bar.wait(2 * round - 1);
+                    let t0 = rdtsc();
+                    sink(sum(&own[..words]));
+                    best = best.min(rdtsc().wrapping_sub(t0));
+                    bar.wait(2 * round);
+                }
+                best
+            });
+            pin(0);
+            let mut best = u64::MAX;
+            for round in 1..=ROUNDS as u64 {
+                let t0 = rdtsc();
+                fill(&own[..words], round);
+                best = best.min(rdtsc().wrapping_sub(t0));
+                bar.wait(2 * round - 1);
+                bar.wait(2 * round);
+            }
+            (best, b.join().unwrap())
+        });
+        println!(
+            "probe: store after the peer loaded it {n} B: {} cycles/KiB",
+            store * 1024 / n as u64
+        );
+        println!(
+            "probe: load after the peer stored it {n} B: {} cycles/KiB",
+            load * 1024 / n as u64
+        );
+    }
+}
+
 fn phases(config: LinkConfig) {
     let ring = config.ring_bytes() as usize;
     for s in [64usize, 4096, 65536] {
@@ -129,15 +202,17 @@ fn phases(config: LinkConfig) {
         let mut b = Endpoint::attach(w.region(), Side::B, config).unwrap();
         a.poll().unwrap();
         b.poll().unwrap();
-        let bar = Barrier::new(2);
+        let bar = SpinBarrier(AtomicU64::new(0));
         let rec = 8 + s.next_multiple_of(8);
         let (send, recv) = std::thread::scope(|sc| {
             let receiver = sc.spawn(|| {
+                pin(1);
                 let mut buf = vec![0u8; 65536];
                 let mut best = u64::MAX;
+                let mut k = 0;
                 for _ in 0..ROUNDS {
-                    bar.wait(); // the sender starts
-                    bar.wait(); // the ring is full
+                    k += 1;
+                    bar.wait(k); // the ring is full
                     let (mut n, t0) = (0u64, rdtsc());
                     while let Ok(Some(_)) = b.recv(&mut buf) {
                         n += 1;
@@ -146,21 +221,25 @@ fn phases(config: LinkConfig) {
                     if n as usize >= ring / rec - 1 {
                         best = best.min(t / n);
                     }
-                    bar.wait(); // drained
+                    k += 1;
+                    bar.wait(k); // drained
                 }
                 best
             });
+            pin(0);
             let buf = vec![0u8; 65536];
             let mut best = u64::MAX;
+            let mut k = 0;
             for _ in 0..ROUNDS {
-                bar.wait();
                 let (mut n, t0) = (0u64, rdtsc());
                 while a.send(&buf[..s]).is_ok() {
                     n += 1;
                 }
                 best = best.min(rdtsc().wrapping_sub(t0) / n.max(1));
-                bar.wait();
-                bar.wait();
+                k += 1;
+                bar.wait(k);
+                k += 1;
+                bar.wait(k);
             }
             (best, receiver.join().unwrap())
         });
@@ -210,5 +289,6 @@ fn main() {
         longest * 1000 / khz
     );
     memory(&HostWindow::new(config), config);
+    crossing(config);
     phases(config);
 }

@@ -13,12 +13,17 @@
 //!   write-through would show here.
 //!
 //! Then, if the peer runs `link-probe` too (it connects within CONNECT_MS):
-//! A fills its ring with S-byte messages (timed) while B waits, then B drains
-//! it (timed) while A waits: each side's own cost per message, with the data
-//! crossing vCPUs but the two never running at once; best of ROUNDS rounds.
+//! * the raw loops crossing vCPUs (`crossing`): A stores into its ring while
+//!   B waits, then B loads it while A waits;
+//! * A fills its ring with S-byte messages (timed) while B waits, then B
+//!   drains it (timed) while A waits: each side's own cost per message, with
+//!   the data crossing vCPUs but the two never running at once; best of
+//!   ROUNDS rounds.
 //!
 //! Lines: `probe: <what> <bytes> B: <n> cycles/KiB`,
-//! `probe: <send|recv> <size> B: <n> cycles/message`. Status 0.
+//! `probe: store after the peer loaded it|load after the peer stored it
+//! <bytes> B: <n> cycles/KiB`, `probe: <send|recv> <size> B: <n>
+//! cycles/message`. Status 0.
 
 use super::{fail, Env};
 use crate::io::rdtsc;
@@ -27,7 +32,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use oslet_interconnect::Side;
 
 const REPS: usize = 200;
-const SIZES: [usize; 2] = [4096, 65536];
+/// Memory-loop sizes: within L1/L2, and the whole 1 MiB ring (past L2).
+const SIZES: [usize; 3] = [4096, 65536, 1 << 20];
 const ROUNDS: usize = 30;
 const MSG_SIZES: [usize; 3] = [64, 4096, 65536];
 const CONNECT_MS: u64 = 10_000;
@@ -252,6 +258,80 @@ fn phases(env: &mut Env) {
     }
 }
 
+/// Where the two sides hand each other the turn in `crossing`: a word in the
+/// reserved part of each side's control page (0x108..0x1000), which endpoints
+/// never read or write.
+const TURN: u64 = 0x800;
+
+/// The raw memory loops again, but crossing vCPUs: A stores into its ring
+/// while B waits, then B loads what A stored while A waits (A's stores must
+/// take the lines back from B's cache, B's loads fetch them from A's). Best of
+/// ROUNDS, cycles per KiB. Before `phases`: the rings hold garbage afterwards,
+/// which the protocol never looks at (only records below a producer index).
+fn crossing(env: &mut Env) {
+    let l = env.links.get(0);
+    let a = l.side == Side::A;
+    let ring = l.config.ring_bytes() as usize;
+    let own_sec = l.own_section();
+    let peer_sec = l.window + l.config.section_offset(l.side.peer()) as u64;
+    // SAFETY: both sections of the first link's window are mapped for the
+    // guest's lifetime (ours writable, the peer's read-only: only loaded);
+    // TURN is an 8-aligned word of the reserved control area and the rings
+    // start at 0x1000, `ring` bytes; the endpoint touches neither while the
+    // probe runs (it is not used until `phases`).
+    let (own_turn, peer_turn, own, peer) = unsafe {
+        (
+            &words(own_sec + TURN, 1)[0],
+            &words(peer_sec + TURN, 1)[0],
+            words(own_sec + 0x1000, ring / 8),
+            words(peer_sec + 0x1000, ring / 8),
+        )
+    };
+    let peer_turn_is = |k: u64| {
+        let v = peer_turn.load(Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Acquire);
+        v == k
+    };
+    for &n in [65536usize, 1 << 20].iter().filter(|&&n| n <= ring) {
+        let w = n / 8;
+        let mut best = u64::MAX;
+        for round in 1..=ROUNDS as u64 {
+            let k = ((n as u64) << 32) | round;
+            let t;
+            if a {
+                let t0 = rdtsc();
+                fill(&own[..w], k);
+                t = rdtsc().wrapping_sub(t0);
+                own_turn.store(k, Ordering::Release);
+                while !peer_turn_is(k) {
+                    core::hint::spin_loop();
+                }
+            } else {
+                while !peer_turn_is(k) {
+                    core::hint::spin_loop();
+                }
+                let t0 = rdtsc();
+                sink(sum(&peer[..w]));
+                t = rdtsc().wrapping_sub(t0);
+                own_turn.store(k, Ordering::Release);
+            }
+            best = best.min(t);
+        }
+        say!(
+            "probe: ",
+            if a {
+                "store after the peer loaded it "
+            } else {
+                "load after the peer stored it "
+            },
+            n,
+            " B: ",
+            best * 1024 / n as u64,
+            " cycles/KiB"
+        );
+    }
+}
+
 pub fn run(env: &mut Env) -> ! {
     if env.links.len() == 0 {
         fail("link-probe: no oslet.link on the command line", b"");
@@ -260,6 +340,7 @@ pub fn run(env: &mut Env) -> ! {
         memory(env);
     }
     if connected(env) {
+        crossing(env);
         phases(env);
     } else {
         say!("probe: no peer connected: send and receive not measured");
