@@ -127,6 +127,152 @@ fn when_a_vmm_is_killed_mid_stream_its_peer_sees_the_link_down_and_lost_nothing(
     assert!(err.contains("b: powered off (status 0)"), "{err}");
 }
 
+/// The number after `word` in `line` ("... after 1234 messages" -> 1234).
+fn number_after(line: &str, word: &str) -> u64 {
+    let w: Vec<&str> = line
+        .split([' ', ',', '(', ')'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let i = w
+        .iter()
+        .position(|x| *x == word)
+        .unwrap_or_else(|| panic!("no {word:?} in {line:?}"));
+    w[i + 1]
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {word:?} in {line:?}"))
+}
+
+#[test]
+fn a_killed_oslet_restarted_on_failure_comes_back_up_at_its_peer_and_streams_again() {
+    if !kvm_or_skip(
+        "a_killed_oslet_restarted_on_failure_comes_back_up_at_its_peer_and_streams_again",
+    ) {
+        return;
+    }
+    // Both stream 100,000 checked messages each way and wait for a peer that goes
+    // down to come back; a is restarted by the supervisor when its VMM dies.
+    let words = "link-stream=100000 link-reconnect=1";
+    let text = two_oslets(words, words, "64KiB").replacen(
+        &format!("cmdline = \"{words}\"\n"),
+        &format!("cmdline = \"{words}\"\nrestart = \"on-failure\"\n"),
+        1,
+    );
+    assert!(text.contains("restart = \"on-failure\""), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "restart.toml", &text);
+    let mut up = common::spawn_up(&cfg);
+    // Mid-stream: b has received 1,000 of a's messages (of 100,000).
+    assert!(
+        up.wait_for("b | oslet-testkernel: link a: 1000 received"),
+        "{}",
+        up.console()
+    );
+    let (a_pid, b_pid) = (common::vmm_pid(&cfg, "a"), common::vmm_pid(&cfg, "b"));
+    // SAFETY: kill(2) on a VMM process of this test's `oslet up`.
+    unsafe { libc::kill(a_pid, libc::SIGKILL) };
+
+    // b sees the link go down, with everything it received from a valid...
+    let down = up
+        .wait_until(|l| l.starts_with("b | oslet-testkernel: link a: peer down after "))
+        .unwrap_or_else(|| panic!("b never saw a go down:\n{}", up.console()));
+    let received = number_after(&down, "after");
+    assert!(down.ends_with(&format!("all {received} valid")), "{down}");
+    assert!(received >= 1000, "{down}");
+    // ... and says how many of its own messages a had consumed before it died:
+    // at least as many as a said it had received.
+    let taken = up
+        .wait_until(|l| l.starts_with("b | oslet-testkernel: link a: peer "))
+        .unwrap_or_else(|| panic!("no accounting line:\n{}", up.console()));
+    let a_said: u64 = up
+        .seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("a | oslet-testkernel: link b: "))
+        .filter_map(|l| l.strip_suffix(" received")?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    if taken.contains(": peer consumed ") {
+        let consumed = number_after(&taken, "consumed");
+        let sent = number_after(&taken, "the");
+        assert!(
+            a_said <= consumed && consumed <= sent,
+            "a said it received {a_said}: {taken}"
+        );
+    } else {
+        // The restart can overtake the down (b descheduled for the whole of a's
+        // reboot); then b cannot know how far a got, and says so.
+        assert!(
+            taken.contains(": peer restarted before it was seen down;"),
+            "{taken}"
+        );
+    }
+
+    // a comes back as a new incarnation (a new epoch), and b connects to it.
+    let again = up
+        .wait_until(|l| l.starts_with("b | oslet-testkernel: link a: up again (peer epoch "))
+        .unwrap_or_else(|| panic!("a never came back at b:\n{}", up.console()));
+    let (new_epoch, old_epoch) = (number_after(&again, "epoch"), number_after(&again, "was"));
+    assert_ne!(new_epoch, old_epoch, "{again}");
+    // The supervisor recorded the kill and the restart; b kept running throughout.
+    let ps = up.ps();
+    let of = |name: &str| {
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in {ps}"))
+            .clone()
+    };
+    let (a, b) = (of("a"), of("b"));
+    assert_eq!(a["restarts"], 1, "{ps}");
+    assert_eq!(b["restarts"], 0, "{ps}");
+    assert_eq!(b["state"], "running", "{ps}");
+    assert_eq!(b["pid"].as_i64(), Some(i64::from(b_pid)), "{ps}");
+    if a["state"] == "running" {
+        assert_ne!(a["pid"].as_i64(), Some(i64::from(a_pid)), "{ps}");
+        assert_eq!(
+            a["last_exit"], "VMM process died: killed by signal 9",
+            "{ps}"
+        );
+    }
+
+    // The stream with the new incarnation is complete and checked, both ways.
+    let b_ok = "b | oslet-testkernel: link a: sent 100000 received 100000 ok";
+    let a_ok = "a | oslet-testkernel: link b: sent 100000 received 100000 ok";
+    let mut need: Vec<&str> = [b_ok, a_ok]
+        .into_iter()
+        .filter(|l| !up.seen.iter().any(|s| s == l))
+        .collect();
+    while !need.is_empty() {
+        let got = up
+            .wait_until(|l| need.contains(&l))
+            .unwrap_or_else(|| panic!("the new stream did not finish:\n{}", up.console()));
+        need.retain(|n| *n != got);
+    }
+    let console = up.console();
+    let (code, err) = up.finish();
+    for l in [b_ok, a_ok] {
+        assert!(console.lines().any(|c| c == l), "{l}:\n{console}");
+    }
+    assert!(!console.contains("corrupt"), "{console}");
+    // (Each OSlet's console has its own relay, so a's lines may come after b's.)
+    assert!(
+        console.lines().any(
+            |l| l.starts_with("a | oslet-testkernel: link to b: side a,")
+                && l.ends_with(&format!("attached (epoch {new_epoch})"))
+        ),
+        "a's new incarnation attached with the epoch b saw:\n{console}"
+    );
+    assert!(
+        err.contains("a: VMM process died: killed by signal 9"),
+        "{err}"
+    );
+    assert!(err.contains("a: restarting (1 of 3)"), "{err}");
+    assert!(err.contains("a: powered off (status 0)"), "{err}");
+    assert_eq!(err.matches("b: powered off (status 0)").count(), 1, "{err}");
+    assert!(!err.contains("b: restarting"), "{err}");
+    assert_eq!(code, Some(0), "{err}\n{console}");
+}
+
 #[test]
 fn a_peer_scribbling_over_its_section_breaks_the_link_but_not_the_other_oslet() {
     if !kvm_or_skip("a_peer_scribbling_over_its_section_breaks_the_link_but_not_the_other_oslet") {
@@ -228,4 +374,47 @@ fn a_guest_cannot_write_its_peers_section() {
         "{out}"
     );
     assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn link_probe_measures_ring3_memory_and_each_sides_message_cost() {
+    if !kvm_or_skip("link_probe_measures_ring3_memory_and_each_sides_message_cost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "probe.toml",
+        &two_oslets("link-probe", "link-probe", "1MiB"),
+    );
+    let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let cycles = |name: &str, prefix: &str| -> u64 {
+        let l = lines_of(&out, name)
+            .into_iter()
+            .find(|l| l.starts_with(&format!("oslet-testkernel: probe: {prefix}")))
+            .unwrap_or_else(|| panic!("{name}: no {prefix:?} line:\n{out}"));
+        number_after(l, "B:")
+    };
+    for what in [
+        "load ram",
+        "load peer-window",
+        "store own-window",
+        "copy ram->own-window",
+        "movsb ram->own-window",
+    ] {
+        for n in [4096, 65536] {
+            assert!(cycles("a", &format!("{what} {n} B:")) > 0, "{out}");
+        }
+    }
+    for n in [64, 4096, 65536] {
+        assert!(cycles("a", &format!("send {n} B:")) > 0, "{out}");
+        assert!(cycles("b", &format!("recv {n} B:")) > 0, "{out}");
+    }
+    assert!(
+        lines_of(&out, "a")
+            .iter()
+            .any(|l| l.starts_with("oslet-testkernel: probe: rdtsc: ")),
+        "{out}"
+    );
 }

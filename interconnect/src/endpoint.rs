@@ -103,6 +103,11 @@ pub struct Poll {
     pub readable: bool,
     /// Free bytes in our ring (padding may make a message that size not fit).
     pub tx_free_bytes: u32,
+    /// A new incarnation of the peer was connected to since the last call that
+    /// reported one (this poll may have done it): both rings were emptied, and
+    /// whatever was in flight with the old incarnation is gone. Reported once, by
+    /// this field or by a `PeerRestarted` error, whichever call comes first.
+    pub peer_restarted: bool,
 }
 
 /// Whether the rings may be used, from [`Endpoint::sync`].
@@ -150,6 +155,8 @@ pub struct Endpoint<'a> {
     pub(crate) rx_prod_seen: u32,
     violation: Option<Violation>,
     resets: u64,
+    /// A reconnection to a new incarnation of the peer that no call has reported yet.
+    restart_unreported: bool,
 }
 
 impl core::fmt::Debug for Own<'_> {
@@ -201,6 +208,7 @@ impl<'a> Endpoint<'a> {
             rx_prod_seen: 0,
             violation: None,
             resets: 0,
+            restart_unreported: false,
         };
         ep.init().map_err(|_| AttachError::OutOfBounds)?;
         Ok(ep)
@@ -273,6 +281,29 @@ impl<'a> Endpoint<'a> {
         self.resets
     }
 
+    /// Our ring's producer index: bytes published into our ring since the current
+    /// connection began (free-running, wrapping at 2^32; back to 0 when a new
+    /// incarnation of the peer is connected). Only our own bookkeeping, never a
+    /// value read from the peer.
+    pub fn tx_produced(&self) -> u32 {
+        self.tx_prod
+    }
+
+    /// How far the peer has consumed our ring, in the units of
+    /// [`Endpoint::tx_produced`]: its consumer index as last validated. It is
+    /// refreshed by [`Endpoint::poll`] and whenever a send finds the ring looking
+    /// full; after the peer went down (its VMM died, or it closed), a `poll` that
+    /// still reports `connected` leaves its final value here.
+    pub fn tx_consumed(&self) -> u32 {
+        self.tx_cons_seen
+    }
+
+    /// Takes the "reconnected to a new incarnation" flag: `true` once per
+    /// reconnection (see [`Poll::peer_restarted`]).
+    pub(crate) fn take_restart(&mut self) -> bool {
+        core::mem::take(&mut self.restart_unreported)
+    }
+
     /// Largest payload a message may have.
     pub fn max_payload(&self) -> usize {
         self.config.max_payload() as usize
@@ -335,7 +366,14 @@ impl<'a> Endpoint<'a> {
     }
 
     /// Empties both rings (from our side) and acknowledges the peer's `epoch`.
+    /// When our ring state belonged to an earlier incarnation of the peer (`ack`
+    /// non-zero), the next data call reports the restart instead of transferring
+    /// anything, so that nothing meant for the old incarnation reaches the new one
+    /// (and nothing from the new one is taken for the old one's).
     fn reset_for(&mut self, epoch: u32) -> Result<(), Violation> {
+        if self.ack != 0 {
+            self.restart_unreported = true;
+        }
         self.tx_prod = 0;
         self.tx_cons_seen = 0;
         self.tx_notified = 0;
@@ -408,6 +446,7 @@ impl<'a> Endpoint<'a> {
             peer_up: connected && peer_up,
             readable,
             tx_free_bytes,
+            peer_restarted: self.take_restart(),
         })
     }
 
@@ -454,6 +493,9 @@ impl<'a> Endpoint<'a> {
             self.own.store(off::NOTIFY_AT, at, Ordering::Relaxed)?;
             fence(Ordering::SeqCst);
             match self.sync()? {
+                // A restart the caller has not heard of: do not sleep, let the next
+                // receive report it.
+                Link::Connected { .. } if self.restart_unreported => return Ok(false),
                 Link::Connected { .. } => {}
                 Link::NotConnected => return Ok(true),
             }

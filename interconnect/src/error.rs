@@ -58,6 +58,11 @@ pub enum SendError {
     },
     /// The peer is not attached (or not yet connected to this epoch, or closed).
     PeerDown,
+    /// The peer restarted: this call connected to its new incarnation (emptying
+    /// both rings, so what was in flight with the old one is gone) and sent
+    /// nothing. Reported once per restart; the next call sends to the new
+    /// incarnation.
+    PeerRestarted,
     /// This endpoint is broken.
     Broken(Violation),
 }
@@ -70,6 +75,7 @@ impl fmt::Display for SendError {
                 write!(f, "message of {len} bytes exceeds the maximum of {max}")
             }
             SendError::PeerDown => f.write_str("peer is down"),
+            SendError::PeerRestarted => f.write_str("peer restarted"),
             SendError::Broken(_) => f.write_str("link is broken"),
         }
     }
@@ -85,6 +91,11 @@ pub enum RecvError {
     },
     /// The peer is not connected and has nothing more queued for us.
     PeerDown,
+    /// The peer restarted: this call connected to its new incarnation (emptying
+    /// both rings: what the old one had queued for us is gone) and received
+    /// nothing. Reported once per restart; the next call receives from the new
+    /// incarnation.
+    PeerRestarted,
     /// This endpoint is broken.
     Broken(Violation),
 }
@@ -96,6 +107,7 @@ impl fmt::Display for RecvError {
                 write!(f, "buffer too small for a {needed}-byte message")
             }
             RecvError::PeerDown => f.write_str("peer is down"),
+            RecvError::PeerRestarted => f.write_str("peer restarted"),
             RecvError::Broken(_) => f.write_str("link is broken"),
         }
     }

@@ -32,7 +32,11 @@ impl From<Fault> for RecvError {
 impl<'a> Endpoint<'a> {
     /// `Ok(peer_up)` when the peer's ring may be read.
     fn recv_ready(&mut self) -> Result<bool, RecvError> {
-        match self.sync().map_err(RecvError::Broken)? {
+        let link = self.sync().map_err(RecvError::Broken)?;
+        if self.take_restart() {
+            return Err(RecvError::PeerRestarted);
+        }
+        match link {
             Link::Connected { peer_up } => Ok(peer_up),
             Link::NotConnected => Err(RecvError::PeerDown),
         }

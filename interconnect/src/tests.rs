@@ -160,12 +160,108 @@ fn peer_restart_discards_in_flight_messages_and_reconnects() {
     assert_ne!(b.epoch(), old_epoch);
     // The new B does not read A's ring until A has reset it for B's new epoch.
     assert_eq!(recv_vec(&mut b), Err(RecvError::PeerDown));
-    a.send(b"for the new b").unwrap();
+    // A's first call after the restart connects and says so, sending nothing.
+    assert_eq!(a.send(b"for the new b"), Err(SendError::PeerRestarted));
     assert_eq!(a.peer_connects(), 2);
+    a.send(b"for the new b").unwrap();
     assert_eq!(recv_vec(&mut b).unwrap().unwrap(), b"for the new b");
     b.send(b"hello again").unwrap();
     assert_eq!(recv_vec(&mut a).unwrap().unwrap(), b"hello again");
     assert_eq!((a.violation(), b.violation()), (None, None));
+}
+
+#[test]
+fn a_send_that_meets_a_restarted_peer_sends_nothing_to_the_new_incarnation() {
+    // Regression: `send` used to connect to the new incarnation and deliver, in the
+    // same call, a message the caller built for the old one (seq 1 of the old
+    // stream arrived as the new incarnation's first message).
+    let w = HostWindow::new(cfg(4096));
+    let (mut a, b) = pair(&w);
+    a.send(b"old seq 0").unwrap();
+    drop(b);
+    let mut b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert_eq!(a.send(b"old seq 1"), Err(SendError::PeerRestarted));
+    assert_eq!(recv_vec(&mut b), Ok(None), "nothing reached the new b");
+    // Reported once: the next send goes to the new incarnation.
+    a.send(b"new seq 0").unwrap();
+    assert_eq!(recv_vec(&mut b).unwrap().unwrap(), b"new seq 0");
+    assert_eq!(a.send(b"new seq 1"), Ok(()));
+}
+
+#[test]
+fn a_receive_that_meets_a_restarted_peer_says_so_once_and_then_reads_the_new_one() {
+    let w = HostWindow::new(cfg(4096));
+    let (mut a, mut b) = pair(&w);
+    b.send(b"from the old b, never read").unwrap();
+    drop(b);
+    let mut b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert_eq!(recv_vec(&mut a), Err(RecvError::PeerRestarted));
+    b.send(b"from the new b").unwrap();
+    assert_eq!(recv_vec(&mut a).unwrap().unwrap(), b"from the new b");
+    // The batch and peek paths report it the same way.
+    drop(b);
+    let mut b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    let mut lens = [0usize; 4];
+    assert_eq!(
+        a.recv_batch(&mut [0u8; 256], &mut lens),
+        Err(RecvError::PeerRestarted)
+    );
+    b.send(b"x").unwrap();
+    assert_eq!(a.recv_batch(&mut [0u8; 256], &mut lens), Ok(1));
+    drop(b);
+    let _b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert!(matches!(a.peek(), Err(RecvError::PeerRestarted)));
+    assert!(matches!(a.peek(), Ok(None)));
+    assert_eq!(a.peer_connects(), 4);
+}
+
+#[test]
+fn poll_reports_a_restart_once_and_a_first_connection_never() {
+    let w = HostWindow::new(cfg(4096));
+    let mut a = Endpoint::attach(w.region(), Side::A, w.config()).unwrap();
+    let b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    let p = a.poll().unwrap();
+    assert!(p.connected && !p.peer_restarted, "{p:?}");
+    drop(b);
+    let _b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert!(a.poll().unwrap().peer_restarted);
+    assert!(!a.poll().unwrap().peer_restarted);
+    assert_eq!(a.send(b"x"), Ok(()), "already reported by poll");
+}
+
+#[test]
+fn enable_notify_does_not_sleep_through_an_unreported_restart() {
+    let w = HostWindow::new(cfg(4096));
+    let (mut a, b) = pair(&w);
+    drop(b);
+    let _b = Endpoint::attach(w.region(), Side::B, w.config()).unwrap();
+    assert_eq!(a.enable_notify(), Ok(false));
+    assert_eq!(recv_vec(&mut a), Err(RecvError::PeerRestarted));
+    assert_eq!(a.enable_notify(), Ok(true));
+}
+
+#[test]
+fn after_the_peer_dies_poll_leaves_how_far_it_consumed_our_ring() {
+    let w = HostWindow::new(cfg(4096));
+    let (mut a, mut b) = pair(&w);
+    for m in [&[1u8; 10][..], &[2; 100], &[3; 30]] {
+        a.send(m).unwrap();
+    }
+    let ends = [8 + 16, 8 + 16 + 8 + 104, 8 + 16 + 8 + 104 + 8 + 32];
+    assert_eq!(a.tx_produced(), ends[2]);
+    recv_vec(&mut b).unwrap().unwrap();
+    recv_vec(&mut b).unwrap().unwrap();
+    // b's VMM dies: the supervisor writes its state word DOWN (same epoch).
+    std::mem::forget(b);
+    let st = at(&w, Side::B, off::STATE);
+    let mut word = [0u8; 4];
+    w.read_bytes(st, &mut word);
+    let epoch = crate::layout::decode_state(u32::from_le_bytes(word)).1;
+    w.store_u32(st, encode_state(state::DOWN, epoch));
+    let p = a.poll().unwrap();
+    assert!(p.connected && !p.peer_up, "{p:?}");
+    assert_eq!((a.tx_produced(), a.tx_consumed()), (ends[2], ends[1]));
+    assert_eq!(a.send(b"late"), Err(SendError::PeerDown));
 }
 
 #[test]

@@ -29,7 +29,11 @@ impl From<Fault> for SendError {
 
 impl<'a> Endpoint<'a> {
     fn send_ready(&mut self) -> Result<(), SendError> {
-        match self.sync().map_err(SendError::Broken)? {
+        let link = self.sync().map_err(SendError::Broken)?;
+        if self.take_restart() {
+            return Err(SendError::PeerRestarted);
+        }
+        match link {
             Link::Connected { peer_up: true } => Ok(()),
             _ => Err(SendError::PeerDown),
         }

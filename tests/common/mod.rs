@@ -12,6 +12,11 @@ pub fn root() -> PathBuf {
 /// The built `oslet` binary, with a control socket of its own (tests run in
 /// parallel; each `oslet up` would otherwise try the same default socket).
 pub fn oslet() -> Command {
+    oslet_with_socket().0
+}
+
+/// [`oslet`], and the control socket it was given.
+pub fn oslet_with_socket() -> (Command, PathBuf) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let mut c = Command::new(env!("CARGO_BIN_EXE_oslet"));
@@ -21,8 +26,8 @@ pub fn oslet() -> Command {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ));
-    c.env("OSLET_SOCKET", sock);
-    c
+    c.env("OSLET_SOCKET", &sock);
+    (c, sock)
 }
 
 /// Whether /dev/kvm is usable. Without it a test skips with a one-line reason, unless
@@ -79,11 +84,14 @@ pub struct Up {
     lines: std::io::BufReader<std::process::ChildStdout>,
     /// Every line read so far.
     pub seen: Vec<String>,
+    /// The control socket the supervisor serves.
+    pub socket: PathBuf,
 }
 
 /// Starts `oslet up cfg` with its stdout and stderr piped.
 pub fn spawn_up(cfg: &Path) -> Up {
-    let mut child = oslet()
+    let (mut cmd, socket) = oslet_with_socket();
+    let mut child = cmd
         .args(["up", cfg.to_str().expect("UTF-8 path")])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -94,6 +102,7 @@ pub fn spawn_up(cfg: &Path) -> Up {
         child,
         lines,
         seen: Vec::new(),
+        socket,
     }
 }
 
@@ -119,6 +128,33 @@ impl Up {
     /// Reads until a line containing `pat`; false if the console ended first.
     pub fn wait_for(&mut self, pat: &str) -> bool {
         self.wait_for_n(pat, 1)
+    }
+
+    /// Reads until a line for which `until` holds and returns it; None if the
+    /// console ended first.
+    pub fn wait_until(&mut self, until: impl Fn(&str) -> bool) -> Option<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match self.lines.read_line(&mut line) {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+            let l = line.trim_end().to_string();
+            self.seen.push(l.clone());
+            if until(&l) {
+                return Some(l);
+            }
+        }
+    }
+
+    /// `oslet ps --json` against this supervisor's control socket.
+    pub fn ps(&self) -> serde_json::Value {
+        let sock = self.socket.to_str().expect("UTF-8 path");
+        let (code, out, err) = run(&["ps", "--json", "--socket", sock]);
+        assert_eq!(code, 0, "oslet ps: {err}");
+        serde_json::from_str(&out).expect("ps --json is JSON")
     }
 
     /// The console so far, for assertion messages.

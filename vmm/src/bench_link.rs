@@ -3,6 +3,11 @@
 //! OSlets waiting for each other's doorbells (an interrupt through ioeventfd → irqfd,
 //! taken in the test kernel's ring 0), (c) the same rings between two host threads,
 //! (d) a pipe and (e) a UNIX socket between two host processes.
+//!
+//! (a) and (c) run in alternating rounds, back to back, with the same plan (round
+//! trips and bytes streamed per size), and each round's two runs are compared with
+//! each other: on a shared machine the speed of everything drifts over seconds, so
+//! runs minutes apart do not compare.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,6 +36,11 @@ pub struct LinkArgs {
     /// Bytes streamed per message size.
     #[arg(long, default_value_t = 64 << 20)]
     pub stream_bytes: u64,
+    /// Rounds of oslet-polled and host-threads, run in alternation (each round
+    /// both, back to back), so that both see the same state of a shared machine;
+    /// the figures reported are the medians over the rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 /// Message sizes measured.
@@ -212,12 +222,20 @@ fn oslet_case(args: &LinkArgs, doorbell: bool) -> Result<Vec<Record>, String> {
     let dir = std::env::temp_dir().join(format!("oslet-bench-link-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cfg = dir.join("link.toml");
+    // Polling: the same plan as host-threads (round trips and bytes streamed per
+    // size). The doorbell case keeps the test kernel's shorter streams: each of its
+    // wake-ups costs emulated ring-0 work on hosts without vmx/svm.
+    let stream = if doorbell {
+        String::new()
+    } else {
+        format!(" link-bench-stream={}", args.stream_bytes)
+    };
     let text = format!(
         "[host]\noversubscribe = true\nlog_dir = \"logs\"\n\
          [[oslet]]\nname = \"ping\"\ncpus = 1\nmemory = \"32MiB\"\nkernel = \"builtin:testkernel\"\n\
-         cmdline = \"link-bench=initiator link-bench-rtts={rtts}{wait}\"\n\
+         cmdline = \"link-bench=initiator link-bench-rtts={rtts}{stream}{wait}\"\n\
          [[oslet]]\nname = \"pong\"\ncpus = 1\nmemory = \"32MiB\"\nkernel = \"builtin:testkernel\"\n\
-         cmdline = \"link-bench=responder link-bench-rtts={rtts}{wait}\"\n\
+         cmdline = \"link-bench=responder link-bench-rtts={rtts}{stream}{wait}\"\n\
          [[link]]\nbetween = [\"ping\", \"pong\"]\nring = \"1MiB\"\n",
         rtts = args.round_trips
     );
@@ -264,19 +282,124 @@ fn oslet_case(args: &LinkArgs, doorbell: bool) -> Result<Vec<Record>, String> {
     Ok(records)
 }
 
+/// The median of `v` (the mean of the middle two for an even count); 0 if empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// oslet-polled against host-threads for one message size, over the rounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratio {
+    /// Message size.
+    pub msg_bytes: usize,
+    /// oslet-polled rtt p50 / host-threads rtt p50, per round (both from that round).
+    pub rtt_p50: Vec<f64>,
+    /// oslet-polled throughput / host-threads throughput, per round.
+    pub throughput: Vec<f64>,
+}
+
+/// Per (case, size), the median of each figure over the rounds that have it; and
+/// per size, the oslet-polled / host-threads ratios of each round (each ratio pairs
+/// two runs made back to back, so they saw the same load).
+pub fn summarize(rounds: &[Vec<Record>]) -> (Vec<Record>, Vec<Ratio>) {
+    let mut out = Vec::new();
+    for case in ["oslet-polled", "host-threads"] {
+        for &size in &SIZES {
+            let of: Vec<&Record> = rounds
+                .iter()
+                .flatten()
+                .filter(|r| r.case == case && r.msg_bytes == size)
+                .collect();
+            if of.is_empty() {
+                continue;
+            }
+            let mut p50: Vec<f64> = of.iter().map(|r| r.rtt_p50_ns as f64).collect();
+            let mut p99: Vec<f64> = of.iter().map(|r| r.rtt_p99_ns as f64).collect();
+            let mut tput: Vec<f64> = of.iter().map(|r| r.throughput_mib_s).collect();
+            out.push(Record {
+                case: case.to_string(),
+                msg_bytes: size,
+                rtt_p50_ns: median(&mut p50).round() as u64,
+                rtt_p99_ns: median(&mut p99).round() as u64,
+                throughput_mib_s: (median(&mut tput) * 10.0).round() / 10.0,
+            });
+        }
+    }
+    let ratios = SIZES
+        .iter()
+        .map(|&size| {
+            let mut r = Ratio {
+                msg_bytes: size,
+                rtt_p50: Vec::new(),
+                throughput: Vec::new(),
+            };
+            for round in rounds {
+                let find =
+                    |case: &str| round.iter().find(|x| x.case == case && x.msg_bytes == size);
+                if let (Some(o), Some(h)) = (find("oslet-polled"), find("host-threads")) {
+                    r.rtt_p50
+                        .push(o.rtt_p50_ns as f64 / h.rtt_p50_ns.max(1) as f64);
+                    r.throughput
+                        .push(o.throughput_mib_s / h.throughput_mib_s.max(f64::MIN_POSITIVE));
+                }
+            }
+            r
+        })
+        .filter(|r| !r.rtt_p50.is_empty())
+        .collect();
+    (out, ratios)
+}
+
+fn spread(v: &[f64]) -> serde_json::Value {
+    let mut s = v.to_vec();
+    let med = median(&mut s);
+    serde_json::json!({
+        "median": med,
+        "min": s.first().copied().unwrap_or(0.0),
+        "max": s.last().copied().unwrap_or(0.0),
+        "per_round": v,
+    })
+}
+
 /// Runs `oslet bench link`; returns the exit code.
 pub fn run(args: &LinkArgs) -> i32 {
-    let mut records = Vec::new();
     let mut notes = Vec::new();
     let mut failed = false;
-    for (doorbell, case) in [(false, "oslet-polled"), (true, "oslet-doorbell")] {
-        match oslet_case(args, doorbell) {
-            Ok(r) => records.extend(r),
+    // oslet-polled and host-threads in alternation, `rounds` times.
+    let mut rounds: Vec<Vec<Record>> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let mut round = match oslet_case(args, false) {
+            Ok(r) => r,
             Err(e) => {
-                eprintln!("oslet bench link: {case}: {e}");
-                notes.push(format!("{case}: failed: {e}"));
+                eprintln!("oslet bench link: oslet-polled: {e}");
+                notes.push(format!("oslet-polled: failed: {e}"));
                 failed = true;
+                Vec::new()
             }
+        };
+        for &s in &SIZES {
+            match host_threads(s, args) {
+                Ok(r) => round.push(r),
+                Err(e) => {
+                    eprintln!("oslet bench link: host-threads: {e}");
+                    return 1;
+                }
+            }
+        }
+        rounds.push(round);
+    }
+    let (mut records, ratios) = summarize(&rounds);
+    match oslet_case(args, true) {
+        Ok(r) => records.extend(r),
+        Err(e) => {
+            eprintln!("oslet bench link: oslet-doorbell: {e}");
+            notes.push(format!("oslet-doorbell: failed: {e}"));
+            failed = true;
         }
     }
     let hw = crate::bench::host_facts().hardware_virtualization;
@@ -288,15 +411,6 @@ pub fn run(args: &LinkArgs) -> i32 {
             "this host has no vmx/svm: KVM emulates guest ring 0 (~2 us per instruction), so these round trips measure the emulator, not the doorbell path"
         }
     ));
-    for &s in &SIZES {
-        match host_threads(s, args) {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                eprintln!("oslet bench link: host-threads: {e}");
-                return 1;
-            }
-        }
-    }
     for case in [pipe_case, socket_case] {
         match case(args) {
             Ok(r) => records.extend(r),
@@ -316,24 +430,43 @@ pub fn run(args: &LinkArgs) -> i32 {
             r.case, r.msg_bytes, r.rtt_p50_ns, r.rtt_p99_ns, r.throughput_mib_s
         );
     }
-    let find = |case: &str, size: usize| {
-        records
-            .iter()
-            .find(|r| r.case == case && r.msg_bytes == size)
+    println!(
+        "(oslet-polled and host-threads: medians of {} rounds run in alternation)",
+        rounds.len()
+    );
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
-    let mut ratios = Vec::new();
-    for &s in &SIZES {
-        if let (Some(o), Some(h)) = (find("oslet-polled", s), find("host-threads", s)) {
-            let rtt = o.rtt_p50_ns as f64 / h.rtt_p50_ns.max(1) as f64;
-            let tput = o.throughput_mib_s / h.throughput_mib_s.max(f64::MIN_POSITIVE);
-            println!(
-                "{s:>6} B: oslet-polled / host-threads: rtt p50 {rtt:.2}x, throughput {tput:.2}x"
-            );
-            ratios.push(
-                serde_json::json!({"msg_bytes": s, "rtt_p50_ratio": rtt, "throughput_ratio": tput}),
-            );
-        }
+    let mut ratio_json = Vec::new();
+    for r in &ratios {
+        let (mut rtt, mut tput) = (r.rtt_p50.clone(), r.throughput.clone());
+        println!(
+            "{:>6} B: oslet-polled / host-threads: rtt p50 {:.2}x (rounds: {}), throughput {:.2}x (rounds: {})",
+            r.msg_bytes,
+            median(&mut rtt),
+            show(&r.rtt_p50),
+            median(&mut tput),
+            show(&r.throughput)
+        );
+        ratio_json.push(serde_json::json!({
+            "msg_bytes": r.msg_bytes,
+            "rtt_p50_ratio": spread(&r.rtt_p50),
+            "throughput_ratio": spread(&r.throughput),
+        }));
     }
+    notes.push(format!(
+        "oslet-polled and host-threads ran in {} alternating rounds (each round both, back to back); \
+         records are per-figure medians over the rounds, ratios pair the two runs of each round",
+        rounds.len()
+    ));
+    notes.push(
+        "the OSlets' vCPUs are pinned to host CPUs 0 and 1 (one each), the host threads are not \
+         pinned"
+            .to_string(),
+    );
     for n in &notes {
         println!("note: {n}");
     }
@@ -348,8 +481,15 @@ pub fn run(args: &LinkArgs) -> i32 {
             "kvm": crate::bench::kvm_facts(),
             "round_trips": args.round_trips,
             "stream_bytes": args.stream_bytes,
+            "rounds": rounds
+                .iter()
+                .map(|r| r
+                    .iter()
+                    .map(|x| serde_json::from_str(&x.to_json()).unwrap_or(serde_json::Value::Null))
+                    .collect::<Vec<serde_json::Value>>())
+                .collect::<Vec<_>>(),
             "records": recs,
-            "ratios_vs_host_threads": ratios,
+            "ratios_vs_host_threads": ratio_json,
             "notes": notes,
         });
         if let Some(dir) = path.parent() {
@@ -362,4 +502,56 @@ pub fn run(args: &LinkArgs) -> i32 {
         }
     }
     i32::from(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(case: &str, size: usize, p50: u64, tput: f64) -> Record {
+        Record {
+            case: case.into(),
+            msg_bytes: size,
+            rtt_p50_ns: p50,
+            rtt_p99_ns: 2 * p50,
+            throughput_mib_s: tput,
+        }
+    }
+
+    #[test]
+    fn summaries_take_medians_and_pair_ratios_within_a_round() {
+        let rounds = vec![
+            vec![
+                rec("oslet-polled", 64, 300, 100.0),
+                rec("host-threads", 64, 300, 200.0),
+            ],
+            vec![
+                rec("oslet-polled", 64, 900, 50.0),
+                rec("host-threads", 64, 1000, 40.0),
+            ],
+            vec![
+                rec("oslet-polled", 64, 400, 80.0),
+                rec("host-threads", 64, 200, 160.0),
+            ],
+        ];
+        let (records, ratios) = summarize(&rounds);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].case, "oslet-polled");
+        assert_eq!((records[0].rtt_p50_ns, records[0].rtt_p99_ns), (400, 800));
+        assert_eq!(records[0].throughput_mib_s, 80.0);
+        assert_eq!(records[1].rtt_p50_ns, 300);
+        assert_eq!(ratios.len(), 1, "only sizes measured in some round");
+        assert_eq!(ratios[0].rtt_p50, vec![1.0, 0.9, 2.0]);
+        assert_eq!(ratios[0].throughput, vec![0.5, 1.25, 0.5]);
+        assert_eq!(median(&mut [2.0, 1.0, 4.0, 3.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn a_round_without_oslet_records_adds_no_ratio() {
+        let rounds = vec![vec![rec("host-threads", 4096, 1000, 1.0)]];
+        let (records, ratios) = summarize(&rounds);
+        assert_eq!(records.len(), 1);
+        assert!(ratios.is_empty());
+    }
 }

@@ -237,6 +237,8 @@ fn run(cmd: Cmd) -> Result<(), String> {
                         }
                         std::hint::spin_loop();
                     }
+                    // A new incarnation of the peer: serve it as well.
+                    Err(RecvError::PeerRestarted) => {}
                     Err(RecvError::PeerDown) if seen_up => return Ok(()),
                     Err(RecvError::PeerDown) => std::thread::sleep(Duration::from_micros(100)),
                     Err(e) => return Err(format!("recv: {e}")),

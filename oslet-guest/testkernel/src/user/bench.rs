@@ -19,9 +19,10 @@
 //! Cases: 64 B, 4 KiB, 64 KiB messages (a case larger than the link's max
 //! payload, ring/4, is skipped by both sides). Both sides must get the same
 //! `link-bench-rtts=<n>` (round trips per case; default 100000, 50000,
-//! 10000) since each computes the plan itself.
+//! 10000) and `link-bench-stream=<bytes>` (bytes streamed per case; default
+//! 64 MiB, 512 MiB, 512 MiB) since each computes the plan itself.
 
-use super::clock::Clock;
+use super::clock::{Clock, Deadline};
 use super::link::ShowPeer;
 use super::stream::{CONNECT_MS, LINGER_MS};
 use super::{args, doorbell, fail, Env};
@@ -81,10 +82,47 @@ struct Io<'e, 'c> {
     rang: u64,
 }
 
+/// Waiting for the peer: the deadline is taken on the first spin, so a
+/// message that goes through at once reads no clock (as the crate's
+/// `send_spin`/`recv_spin` do not: both sides of the comparison do the same
+/// work per message), and checked every 1024 spins.
+struct Wait<'c> {
+    clock: &'c Clock,
+    deadline: Option<Deadline>,
+    spins: u32,
+}
+
+impl<'c> Wait<'c> {
+    fn new(clock: &'c Clock) -> Self {
+        Wait {
+            clock,
+            deadline: None,
+            spins: 0,
+        }
+    }
+
+    /// One more spin; true once TIMEOUT_MS have passed since the first.
+    fn timed_out(&mut self) -> bool {
+        let clock = self.clock;
+        let d = *self
+            .deadline
+            .get_or_insert_with(|| clock.deadline(TIMEOUT_MS));
+        self.spins = self.spins.wrapping_add(1);
+        self.spins.is_multiple_of(1024) && d.passed()
+    }
+
+    /// The same, checked at every call (a doorbell wait sleeps between them).
+    fn passed(&mut self) -> bool {
+        let clock = self.clock;
+        self.deadline
+            .get_or_insert_with(|| clock.deadline(TIMEOUT_MS))
+            .passed()
+    }
+}
+
 impl Io<'_, '_> {
     fn send(&mut self, msg: &[u8]) -> Result<(), Failure> {
-        let deadline = self.clock.deadline(TIMEOUT_MS);
-        let mut spins = 0u32;
+        let mut wait = Wait::new(self.clock);
         loop {
             match self.ep.send(msg) {
                 Ok(()) => {
@@ -97,8 +135,7 @@ impl Io<'_, '_> {
                     return Ok(());
                 }
                 Err(SendError::Full) => {
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(1024) && deadline.passed() {
+                    if wait.timed_out() {
                         return Err(Failure::Timeout);
                     }
                     core::hint::spin_loop()
@@ -109,8 +146,7 @@ impl Io<'_, '_> {
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<usize, Failure> {
-        let deadline = self.clock.deadline(TIMEOUT_MS);
-        let mut spins = 0u32;
+        let mut wait = Wait::new(self.clock);
         let mut slept = false;
         loop {
             match self.ep.recv(buf) {
@@ -121,7 +157,7 @@ impl Io<'_, '_> {
                     return Ok(n);
                 }
                 Ok(None) if self.doorbell.is_some() => {
-                    if deadline.passed() {
+                    if wait.passed() {
                         return Err(Failure::Timeout);
                     }
                     match self.ep.enable_notify() {
@@ -134,8 +170,7 @@ impl Io<'_, '_> {
                     }
                 }
                 Ok(None) => {
-                    spins = spins.wrapping_add(1);
-                    if spins.is_multiple_of(1024) && deadline.passed() {
+                    if wait.timed_out() {
                         return Err(Failure::Timeout);
                     }
                     core::hint::spin_loop()
@@ -314,6 +349,13 @@ pub fn run(env: &mut Env, role: &[u8]) -> ! {
         },
         None => None,
     };
+    let stream_bytes = match env.args.value(b"link-bench-stream") {
+        Some(v) => match args::number(v).filter(|&n| n > 0) {
+            Some(n) => Some(n),
+            None => fail("link-bench-stream: not a positive number", v),
+        },
+        None => None,
+    };
     if initiator && env.clock.source != super::clock::Source::Cmdline {
         say!(
             "bench: no oslet.tsc_khz on the command line, using ",
@@ -338,7 +380,11 @@ pub fn run(env: &mut Env, role: &[u8]) -> ! {
             );
             continue;
         }
-        let p = Plan::new(bytes, rtts.unwrap_or(default_rtts), stream);
+        let p = Plan::new(
+            bytes,
+            rtts.unwrap_or(default_rtts),
+            stream_bytes.unwrap_or(stream),
+        );
         max_msg = max_msg.max(p.msg_bytes);
         max_rtts = max_rtts.max(p.round_trips);
         *slot = Some(p);

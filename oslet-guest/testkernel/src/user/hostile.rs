@@ -45,7 +45,7 @@ pub fn run(env: &mut Env) -> ! {
         Str(env.name)
     );
     // The outcome does not matter: scribble whatever happened.
-    let _ = stream::exchange(env, WARMUP, true);
+    let _ = stream::exchange(env, WARMUP, true, 0);
     let n = env.links.len();
     let mut sections = [(0u64, 0usize); super::link::MAX_LINKS];
     for (i, s) in sections.iter_mut().enumerate().take(n) {

@@ -17,6 +17,7 @@ mod fs;
 mod hostile;
 mod link;
 mod poke;
+mod probe;
 mod stream;
 mod token;
 
@@ -147,6 +148,9 @@ pub extern "C" fn main(cmdline: u64, arena: u64, arena_len: u64) -> ! {
     }
     if env.args.has("link-poke-peer") {
         poke::run(&mut env)
+    }
+    if env.args.has("link-probe") {
+        probe::run(&mut env)
     }
     if let Some(r) = env.args.value(b"link-token") {
         let Some(r) = args::number(r).filter(|&r| r > 0) else {

@@ -15,9 +15,15 @@
 //! side. The receiver checks, in this order: the message is at least 16
 //! bytes, L equals its length minus 16, 1 <= L <= MAXP, the sequence number
 //! is the next one, the checksum is right.
+//!
+//! With `link-reconnect=K`, a link whose peer goes down (its VMM died, or it
+//! stopped) is not finished: after the usual "peer down" lines, the link
+//! waits (up to RECONNECT_MS) for a new incarnation of the peer to connect,
+//! says `link <peer>: up again (peer epoch E, was E0)`, and streams N checked
+//! messages again from sequence number 0, up to K times per link.
 
-use super::clock::Deadline;
-use super::link::{Links, ShowPeer, MAX_LINKS};
+use super::clock::{Clock, Deadline};
+use super::link::{Link, Links, ShowPeer, MAX_LINKS};
 use super::{fail, Env};
 use crate::serial::{Disp, Hex, Str};
 use oslet_interconnect::{PeerState, RecvError, SendError, Side};
@@ -38,6 +44,12 @@ const EARLY_REPORT: u64 = 1000;
 pub const CONNECT_MS: u64 = 60_000;
 /// After finishing, waiting for the peer to take what we sent.
 pub const LINGER_MS: u64 = 5_000;
+/// With `link-reconnect`: waiting for a peer that went down to come back.
+const RECONNECT_MS: u64 = 60_000;
+/// Smallest record a stream message takes in a ring (8-byte record header,
+/// 16-byte message header and at least one payload byte, rounded up to 8):
+/// at most ring / MIN_RECORD messages are in flight.
+const MIN_RECORD: usize = 32;
 
 pub struct Rng(u64);
 
@@ -215,6 +227,8 @@ pub enum Outcome {
     Broken,
     /// Nothing moved for STALL_MS (printed).
     Stalled,
+    /// With `link-reconnect`: the peer did not come back (printed).
+    NotBack,
 }
 
 struct State {
@@ -225,17 +239,73 @@ struct State {
     tx_len: usize,
     rx: &'static mut [u8],
     rng: Rng,
+    side: Side,
     maxp: usize,
     connects: u64,
+    /// The peer's epoch on this connection (0: not known).
+    peer_epoch: u32,
+    /// Our ring's producer index after each of the last `ends.len()` messages
+    /// we sent (message k at k % len): how many of them the peer consumed.
+    /// Empty when the arena had no room (then that is not reported).
+    ends: &'static mut [u64],
     every: u64,
     quiet: bool,
     stall: Deadline,
+    /// Peer restarts still to wait for (`link-reconnect`).
+    reconnects_left: u64,
+    /// Waiting for the peer to come back, until this deadline.
+    back: Option<Deadline>,
     outcome: Option<Outcome>,
 }
 
+impl State {
+    /// A fresh stream on a (new) connection: sequence numbers and the
+    /// generator start again.
+    fn restart(&mut self, connects: u64, peer_epoch: u32) {
+        self.sent = 0;
+        self.received = 0;
+        self.tx_len = 0;
+        self.rng = Rng::for_side(self.side);
+        self.connects = connects;
+        self.peer_epoch = peer_epoch;
+        self.stall.restart();
+    }
+
+    /// How many of the messages we sent end at or before ring index `cons`
+    /// (the peer's consumer index): all but the trailing ones past it.
+    fn consumed_by(&self, cons: u32) -> Option<u64> {
+        let cap = self.ends.len() as u64;
+        if cap == 0 {
+            return None;
+        }
+        let mut in_flight = 0;
+        while in_flight < self.sent.min(cap) {
+            let end = self.ends[((self.sent - 1 - in_flight) % cap) as usize] as u32;
+            // Free-running indices: "end is past cons" is a small positive gap.
+            if (end.wrapping_sub(cons) as i32) <= 0 {
+                break;
+            }
+            in_flight += 1;
+        }
+        Some(self.sent - in_flight)
+    }
+}
+
+fn epoch_of(ps: PeerState) -> u32 {
+    match ps {
+        PeerState::Up { epoch } | PeerState::Down { epoch } | PeerState::Broken { epoch } => epoch,
+        PeerState::Absent | PeerState::Incompatible => 0,
+    }
+}
+
 /// The peer went away: a clean DOWN (or restart), or a section that no longer
-/// makes sense (scribbled over: reported as broken).
-fn peer_gone(peer: &[u8], ps: PeerState, received: u64) -> Outcome {
+/// makes sense (scribbled over: reported as broken). `restarted`: the crate
+/// already connected to a new incarnation (so what was in flight is gone and
+/// how far the old one consumed our ring is no longer known).
+fn peer_gone(l: &mut Link, st: &State, restarted: bool) -> Outcome {
+    let peer = l.peer;
+    let received = st.received;
+    let ps = l.ep.peer_state();
     match ps {
         PeerState::Absent | PeerState::Incompatible => {
             say!(
@@ -247,21 +317,84 @@ fn peer_gone(peer: &[u8], ps: PeerState, received: u64) -> Outcome {
                 received,
                 " valid messages"
             );
-            Outcome::Broken
+            return Outcome::Broken;
         }
-        _ => {
-            say!(
-                "link ",
-                Str(peer),
-                ": peer down after ",
-                received,
-                " messages, all ",
-                received,
-                " valid"
-            );
-            Outcome::PeerDown
-        }
+        _ => say!(
+            "link ",
+            Str(peer),
+            ": peer down after ",
+            received,
+            " messages, all ",
+            received,
+            " valid"
+        ),
     }
+    // What the old incarnation took of ours: its consumer index is final once
+    // it is down; a poll refreshes our copy (unless it reconnects meanwhile).
+    let before = l.ep.peer_connects();
+    let known =
+        !restarted && matches!(l.ep.poll(), Ok(p) if p.connected) && l.ep.peer_connects() == before;
+    match st.consumed_by(l.ep.tx_consumed()) {
+        Some(c) if known => say!(
+            "link ",
+            Str(peer),
+            ": peer consumed ",
+            c,
+            " of the ",
+            st.sent,
+            " messages we sent"
+        ),
+        Some(_) => say!(
+            "link ",
+            Str(peer),
+            ": peer restarted before it was seen down; of the ",
+            st.sent,
+            " messages we sent, those in flight were dropped"
+        ),
+        None => {}
+    }
+    Outcome::PeerDown
+}
+
+/// With `link-reconnect`: one look at a link whose peer went down. `None`
+/// while still waiting; `Some(true)` when a new incarnation is connected and
+/// up (the stream starts again); `Some(false)` on timeout or a broken link.
+fn wait_back(l: &mut Link, st: &mut State) -> Option<bool> {
+    let peer = l.peer;
+    let p = match l.ep.poll() {
+        Ok(p) => p,
+        Err(v) => {
+            broken(peer, &v, st.received);
+            return Some(false);
+        }
+    };
+    if p.peer_up && l.ep.peer_connects() != st.connects {
+        let epoch = epoch_of(l.ep.peer_state());
+        say!(
+            "link ",
+            Str(peer),
+            ": up again (peer epoch ",
+            epoch,
+            ", was ",
+            st.peer_epoch,
+            ")"
+        );
+        st.restart(l.ep.peer_connects(), epoch);
+        return Some(true);
+    }
+    if st.back.is_some_and(|d| d.passed()) {
+        say!(
+            "link ",
+            Str(peer),
+            ": peer did not come back within ",
+            RECONNECT_MS / 1000,
+            " s (peer ",
+            ShowPeer(l.ep.peer_state()),
+            ")"
+        );
+        return Some(false);
+    }
+    None
 }
 
 fn broken(peer: &[u8], v: &oslet_interconnect::Violation, received: u64) -> Outcome {
@@ -280,6 +413,7 @@ fn broken(peer: &[u8], v: &oslet_interconnect::Violation, received: u64) -> Outc
 fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
     let l = links.get(i);
     let peer = l.peer;
+    let cap = st.ends.len() as u64;
     let mut moved = false;
     let mut burst = 0;
     while st.sent < st.n && burst < BURST {
@@ -288,11 +422,15 @@ fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
         }
         match l.ep.send(&st.tx[..st.tx_len]) {
             Ok(()) => {
+                if cap != 0 {
+                    st.ends[(st.sent % cap) as usize] = u64::from(l.ep.tx_produced());
+                }
                 st.sent += 1;
                 st.tx_len = 0;
                 moved = true;
             }
             Err(SendError::Full) | Err(SendError::PeerDown) => break,
+            Err(SendError::PeerRestarted) => return Some(peer_gone(l, st, true)),
             Err(SendError::Broken(v)) => return Some(broken(peer, &v, st.received)),
             Err(SendError::TooBig { len, max }) => {
                 say!(
@@ -307,7 +445,7 @@ fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
             }
         }
         if l.ep.peer_connects() != st.connects {
-            return Some(peer_gone(peer, l.ep.peer_state(), st.received));
+            return Some(peer_gone(l, st, true));
         }
         burst += 1;
     }
@@ -315,7 +453,7 @@ fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
     while st.received < st.n && burst < BURST {
         let r = l.ep.recv(st.rx);
         if l.ep.peer_connects() != st.connects {
-            return Some(peer_gone(peer, l.ep.peer_state(), st.received));
+            return Some(peer_gone(l, st, true));
         }
         match r {
             Ok(Some(len)) => {
@@ -332,9 +470,8 @@ fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
                 }
             }
             Ok(None) => break,
-            Err(RecvError::PeerDown) => {
-                return Some(peer_gone(peer, l.ep.peer_state(), st.received))
-            }
+            Err(RecvError::PeerDown) => return Some(peer_gone(l, st, false)),
+            Err(RecvError::PeerRestarted) => return Some(peer_gone(l, st, true)),
             Err(RecvError::Broken(v)) => return Some(broken(peer, &v, st.received)),
             Err(RecvError::BufferTooSmall { needed }) => {
                 say_corrupt(peer, st.received, &Corrupt::TooBig(needed));
@@ -380,10 +517,35 @@ fn step(links: &mut Links, i: usize, st: &mut State) -> Option<Outcome> {
     None
 }
 
+/// One turn on one link: streaming, or waiting for its peer to come back.
+fn turn(links: &mut Links, i: usize, st: &mut State, clock: &Clock) {
+    if st.back.is_some() {
+        match wait_back(links.get(i), st) {
+            None => {}
+            Some(true) => st.back = None,
+            Some(false) => st.outcome = Some(Outcome::NotBack),
+        }
+        return;
+    }
+    match step(links, i, st) {
+        Some(Outcome::PeerDown) if st.reconnects_left > 0 => {
+            st.reconnects_left -= 1;
+            st.back = Some(clock.deadline(RECONNECT_MS));
+        }
+        o => st.outcome = o,
+    }
+}
+
 /// Streams `n` messages each way on every link at once (after waiting for
 /// all of them to connect). Returns each link's outcome. `quiet`: no
-/// progress or "ok" lines (link-hostile's warm-up).
-pub fn exchange(env: &mut Env, n: u64, quiet: bool) -> [Option<Outcome>; MAX_LINKS] {
+/// progress or "ok" lines (link-hostile's warm-up). `reconnects`: how many
+/// times per link to wait for a peer that went down and stream again.
+pub fn exchange(
+    env: &mut Env,
+    n: u64,
+    quiet: bool,
+    reconnects: u64,
+) -> [Option<Outcome>; MAX_LINKS] {
     let count = env.links.len();
     let all: [usize; MAX_LINKS] = core::array::from_fn(|i| i);
     env.links
@@ -396,6 +558,8 @@ pub fn exchange(env: &mut Env, n: u64, quiet: bool) -> [Option<Outcome>; MAX_LIN
         let (Some(tx), Some(rx)) = (env.arena.bytes(HDR + maxp), env.arena.bytes(rx_len)) else {
             fail("no arena memory for link buffers", b"")
         };
+        let in_flight = l.config.ring_bytes() as usize / MIN_RECORD + 1;
+        let ends = env.arena.words(in_flight).unwrap_or(&mut []);
         *slot = Some(State {
             n,
             sent: 0,
@@ -404,14 +568,20 @@ pub fn exchange(env: &mut Env, n: u64, quiet: bool) -> [Option<Outcome>; MAX_LIN
             tx_len: 0,
             rx,
             rng: Rng::for_side(l.side),
+            side: l.side,
             maxp,
             connects: l.ep.peer_connects(),
+            peer_epoch: epoch_of(l.ep.peer_state()),
+            ends,
             every: n / 10,
             quiet,
             stall: env.clock.deadline(STALL_MS),
+            reconnects_left: reconnects,
+            back: None,
             outcome: None,
         });
     }
+    let clock = env.clock;
     loop {
         let mut open = 0;
         for (i, slot) in states.iter_mut().enumerate().take(count) {
@@ -420,7 +590,7 @@ pub fn exchange(env: &mut Env, n: u64, quiet: bool) -> [Option<Outcome>; MAX_LIN
                 continue;
             }
             open += 1;
-            st.outcome = step(&mut env.links, i, st);
+            turn(&mut env.links, i, st, &clock);
         }
         if open == 0 {
             break;
@@ -433,20 +603,34 @@ pub fn run(env: &mut Env, n: u64) -> ! {
     if env.links.len() == 0 {
         fail("link-stream: no oslet.link on the command line", b"");
     }
+    let reconnects = match env.args.value(b"link-reconnect") {
+        None => 0,
+        Some(v) => match super::args::number(v) {
+            Some(k) => k,
+            None => fail("link-reconnect: not a number", v),
+        },
+    };
     say!(
         "link-stream: ",
         n,
         " messages each way on ",
         env.links.len(),
         " link(s), as ",
-        Str(env.name)
+        Str(env.name),
+        if reconnects > 0 {
+            ", waiting for peers that go down to come back"
+        } else {
+            ""
+        }
     );
-    let outcomes = exchange(env, n, false);
+    let outcomes = exchange(env, n, false, reconnects);
     let mut status = 0;
     for (i, o) in outcomes.iter().enumerate().take(env.links.len()) {
         match o {
             Some(Outcome::Ok) => env.links.linger(i, &env.clock, LINGER_MS),
-            Some(Outcome::Corrupt) | Some(Outcome::Stalled) | None => status = 1,
+            Some(Outcome::Corrupt) | Some(Outcome::Stalled) | Some(Outcome::NotBack) | None => {
+                status = 1
+            }
             Some(Outcome::PeerDown) | Some(Outcome::Broken) => {}
         }
     }

@@ -1,0 +1,294 @@
+//! The host half of the test kernel's `link-probe` mode: what the link's data path
+//! costs on this machine, in TSC cycles, measured the same way on both sides so the
+//! two can be compared line by line.
+//!
+//! `cargo run --release -p oslet-interconnect --example path_probe`
+//!
+//! * `rdtsc`: the cost of one TSC read; then, for 1 s, the gaps (over 10 us)
+//!   between back-to-back TSC reads: time the thread did not run.
+//! * memory loops: 64-bit loads, stores and word-by-word copies (the instructions
+//!   the interconnect's copies compile to: its accesses are aligned u64 atomics, so
+//!   they are never vectorised, on the host or in a guest) and a `rep movsb` copy,
+//!   over a heap buffer and a window, in cycles per KiB, best of 200 passes.
+//! * send and receive alone: one thread fills a 1 MiB ring with S-byte messages
+//!   while the other spins, then the other drains it while the first spins (so the
+//!   data crosses cores, but the two never copy at once): cycles per message, best
+//!   of 30 rounds. This is each side's own cost per message, without the two
+//!   sides' interaction.
+//!
+//! Best-of figures leave out preemption, so they are comparable on a busy machine.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use oslet_interconnect::{Endpoint, HostWindow, LinkConfig, Side};
+
+const REPS: usize = 200;
+const ROUNDS: usize = 30;
+
+fn rdtsc() -> u64 {
+    // SAFETY: rdtsc only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Best of REPS runs of `f`, in cycles per KiB of `bytes`.
+fn best(bytes: usize, mut f: impl FnMut()) -> u64 {
+    let mut min = u64::MAX;
+    for _ in 0..REPS {
+        let t0 = rdtsc();
+        f();
+        min = min.min(rdtsc().wrapping_sub(t0));
+    }
+    min * 1024 / bytes as u64
+}
+
+/// `n` words at `p` as atomics (the window's access rule; plain `mov`s on x86).
+///
+/// # Safety
+/// `p` is 8-aligned and valid for `n` words for the returned lifetime, and only
+/// accessed atomically meanwhile.
+unsafe fn words<'a>(p: *mut u8, n: usize) -> &'a [AtomicU64] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(p.cast::<AtomicU64>(), n) }
+}
+
+fn sum(w: &[AtomicU64]) -> u64 {
+    w.iter()
+        .fold(0u64, |s, x| s.wrapping_add(x.load(Ordering::Relaxed)))
+}
+
+/// Keeps a loaded sum alive.
+fn sink(v: u64) {
+    black_box(v);
+}
+
+fn fill(w: &[AtomicU64], v: u64) {
+    for x in w {
+        x.store(v, Ordering::Relaxed);
+    }
+}
+
+fn copy(dst: &[AtomicU64], src: &[AtomicU64]) {
+    for (d, s) in dst.iter().zip(src) {
+        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn movsb(dst: &[AtomicU64], src: &[AtomicU64]) {
+    let n = 8 * dst.len().min(src.len());
+    // SAFETY: both ranges are valid for n bytes and do not overlap; no other thread
+    // touches them while the probe runs.
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst.as_ptr() => _,
+                         inout("rsi") src.as_ptr() => _, options(nostack, preserves_flags));
+    }
+}
+
+fn memory(window: &HostWindow, config: LinkConfig) {
+    let heap: Vec<AtomicU64> = (0..(1 << 17)).map(|_| AtomicU64::new(1)).collect();
+    let heap2: Vec<AtomicU64> = (0..(1 << 17)).map(|_| AtomicU64::new(2)).collect();
+    let base = window.region().as_ptr();
+    let ring = config.ring_bytes() as usize;
+    // SAFETY: the rings of both sections lie inside the window (4096-byte control
+    // page, then `ring` bytes), which outlives this function; nothing else accesses
+    // the window while the probe runs.
+    let (own, peer) = unsafe {
+        (
+            words(base.add(4096), ring / 8),
+            words(base.add(config.section_offset(Side::B) + 4096), ring / 8),
+        )
+    };
+    for n in [4096usize, 65536, 1 << 20] {
+        let w = n / 8;
+        let (ram, ram2, own, peer) = (&heap[..w], &heap2[..w], &own[..w], &peer[..w]);
+        let r = [
+            ("load ram", best(n, || sink(sum(ram)))),
+            ("load own-window", best(n, || sink(sum(own)))),
+            ("load peer-window", best(n, || sink(sum(peer)))),
+            ("store ram", best(n, || fill(ram, 0x5a5a))),
+            ("store own-window", best(n, || fill(own, 0x5a5a))),
+            ("copy ram->ram", best(n, || copy(ram2, ram))),
+            ("copy ram->own-window", best(n, || copy(own, ram))),
+            ("copy peer-window->ram", best(n, || copy(ram, peer))),
+            ("movsb ram->ram", best(n, || movsb(ram2, ram))),
+            ("movsb ram->own-window", best(n, || movsb(own, ram))),
+        ];
+        for (what, c) in r {
+            println!("probe: {what} {n} B: {c} cycles/KiB");
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu` (as the VMM pins each vCPU thread), so that
+/// the two threads of a test stay on two CPUs.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write that local set.
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "cannot pin a thread to CPU {cpu}");
+}
+
+/// A barrier that spins: both threads stay on their CPUs between phases, as the
+/// guest's vCPUs do (a sleeping barrier lets the scheduler put both threads on one
+/// CPU, and then nothing crosses cores).
+struct SpinBarrier(AtomicU64);
+
+impl SpinBarrier {
+    /// The `k`-th rendezvous of two threads (k = 1, 2, ... on each side).
+    fn wait(&self, k: u64) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        while self.0.load(Ordering::Acquire) < 2 * k {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The memory loops again, crossing cores: A stores into its ring while B spins,
+/// then B loads what A stored while A spins (the guest's `crossing`).
+fn crossing(config: LinkConfig) {
+    let w = HostWindow::new(config);
+    let ring = config.ring_bytes() as usize;
+    // SAFETY: A's ring lies inside the window (after its 4096-byte control page),
+    // which outlives this function; only the two threads below access it, atomically.
+    let own = unsafe { words(w.region().as_ptr().add(4096), ring / 8) };
+    for n in [65536usize, 1 << 20] {
+        let words = n / 8;
+        let bar = SpinBarrier(AtomicU64::new(0));
+        let (store, load) = std::thread::scope(|sc| {
+            let b = sc.spawn(|| {
+                pin(1);
+                let mut best = u64::MAX;
+                for round in 1..=ROUNDS as u64 {
+                    bar.wait(2 * round - 1);
+                    let t0 = rdtsc();
+                    sink(sum(&own[..words]));
+                    best = best.min(rdtsc().wrapping_sub(t0));
+                    bar.wait(2 * round);
+                }
+                best
+            });
+            pin(0);
+            let mut best = u64::MAX;
+            for round in 1..=ROUNDS as u64 {
+                let t0 = rdtsc();
+                fill(&own[..words], round);
+                best = best.min(rdtsc().wrapping_sub(t0));
+                bar.wait(2 * round - 1);
+                bar.wait(2 * round);
+            }
+            (best, b.join().unwrap())
+        });
+        println!(
+            "probe: store after the peer loaded it {n} B: {} cycles/KiB",
+            store * 1024 / n as u64
+        );
+        println!(
+            "probe: load after the peer stored it {n} B: {} cycles/KiB",
+            load * 1024 / n as u64
+        );
+    }
+}
+
+fn phases(config: LinkConfig) {
+    let ring = config.ring_bytes() as usize;
+    for s in [64usize, 4096, 65536] {
+        let w = HostWindow::new(config);
+        let mut a = Endpoint::attach(w.region(), Side::A, config).unwrap();
+        let mut b = Endpoint::attach(w.region(), Side::B, config).unwrap();
+        a.poll().unwrap();
+        b.poll().unwrap();
+        let bar = SpinBarrier(AtomicU64::new(0));
+        let rec = 8 + s.next_multiple_of(8);
+        let (send, recv) = std::thread::scope(|sc| {
+            let receiver = sc.spawn(|| {
+                pin(1);
+                let mut buf = vec![0u8; 65536];
+                let mut best = u64::MAX;
+                let mut k = 0;
+                for _ in 0..ROUNDS {
+                    k += 1;
+                    bar.wait(k); // the ring is full
+                    let (mut n, t0) = (0u64, rdtsc());
+                    while let Ok(Some(_)) = b.recv(&mut buf) {
+                        n += 1;
+                    }
+                    let t = rdtsc().wrapping_sub(t0);
+                    if n as usize >= ring / rec - 1 {
+                        best = best.min(t / n);
+                    }
+                    k += 1;
+                    bar.wait(k); // drained
+                }
+                best
+            });
+            pin(0);
+            let buf = vec![0u8; 65536];
+            let mut best = u64::MAX;
+            let mut k = 0;
+            for _ in 0..ROUNDS {
+                let (mut n, t0) = (0u64, rdtsc());
+                while a.send(&buf[..s]).is_ok() {
+                    n += 1;
+                }
+                best = best.min(rdtsc().wrapping_sub(t0) / n.max(1));
+                k += 1;
+                bar.wait(k);
+                k += 1;
+                bar.wait(k);
+            }
+            (best, receiver.join().unwrap())
+        });
+        println!("probe: send {s} B: {send} cycles/message");
+        println!("probe: recv {s} B: {recv} cycles/message");
+    }
+}
+
+/// Reads the TSC back to back for `span` cycles: (gaps over `min` cycles,
+/// their total, the longest): time this thread did not run.
+fn gaps(span: u64, min: u64) -> (u64, u64, u64) {
+    let (mut count, mut total, mut longest) = (0, 0, 0);
+    let start = rdtsc();
+    let mut last = start;
+    while last.wrapping_sub(start) < span {
+        let now = rdtsc();
+        let d = now.wrapping_sub(last);
+        if d > min {
+            count += 1;
+            total += d;
+            longest = longest.max(d);
+        }
+        last = now;
+    }
+    (count, total, longest)
+}
+
+fn main() {
+    let config = LinkConfig::new(1 << 20).unwrap();
+    let mut tsc = u64::MAX;
+    for _ in 0..REPS {
+        let t0 = rdtsc();
+        for _ in 0..1000 {
+            black_box(rdtsc());
+        }
+        tsc = tsc.min(rdtsc().wrapping_sub(t0));
+    }
+    println!("probe: rdtsc: {} cycles each", tsc / 1000);
+    // The TSC rate: `rdtsc` cycles in 100 ms of the monotonic clock.
+    let (t0, c0) = (std::time::Instant::now(), rdtsc());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let khz = rdtsc().wrapping_sub(c0) / t0.elapsed().as_millis().max(1) as u64;
+    let (count, total, longest) = gaps(khz * 1000, khz / 100);
+    println!(
+        "probe: 1 s of reading the TSC: {count} gaps over 10 us, {} us in all, longest {} us",
+        total * 1000 / khz,
+        longest * 1000 / khz
+    );
+    memory(&HostWindow::new(config), config);
+    crossing(config);
+    phases(config);
+}

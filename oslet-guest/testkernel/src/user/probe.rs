@@ -1,0 +1,350 @@
+//! `link-probe`: what the link's data path costs in ring 3 here, in TSC
+//! cycles, measured exactly as the host half does
+//! (`interconnect/examples/path_probe.rs`), so that the two compare line by
+//! line. Best-of figures, so that preemption by the host does not count.
+//!
+//! On side A of the first link:
+//! * `rdtsc`: the cost of one TSC read; then, for 1 s, the gaps (over
+//!   10 us) between back-to-back TSC reads: time the vCPU did not run;
+//! * memory loops over arena RAM and the link window (our section's ring,
+//!   and the peer's, read-only): aligned 64-bit loads, stores and word-by-word
+//!   copies (what the interconnect's copies compile to) and a `rep movsb`
+//!   copy, in cycles per KiB, best of REPS passes. A window mapped uncached or
+//!   write-through would show here.
+//!
+//! Then, if the peer runs `link-probe` too (it connects within CONNECT_MS):
+//! * the raw loops crossing vCPUs (`crossing`): A stores into its ring while
+//!   B waits, then B loads it while A waits;
+//! * A fills its ring with S-byte messages (timed) while B waits, then B
+//!   drains it (timed) while A waits: each side's own cost per message, with
+//!   the data crossing vCPUs but the two never running at once; best of
+//!   ROUNDS rounds.
+//!
+//! Lines: `probe: <what> <bytes> B: <n> cycles/KiB`,
+//! `probe: store after the peer loaded it|load after the peer stored it
+//! <bytes> B: <n> cycles/KiB`, `probe: <send|recv> <size> B: <n>
+//! cycles/message`. Status 0.
+
+use super::{fail, Env};
+use crate::io::rdtsc;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
+use oslet_interconnect::Side;
+
+const REPS: usize = 200;
+/// Memory-loop sizes: within L1/L2, and the whole 1 MiB ring (past L2).
+const SIZES: [usize; 3] = [4096, 65536, 1 << 20];
+const ROUNDS: usize = 30;
+const MSG_SIZES: [usize; 3] = [64, 4096, 65536];
+const CONNECT_MS: u64 = 10_000;
+/// B waits this long after the first message before draining: A fills a
+/// 1 MiB ring in well under a millisecond.
+const FILL_MS: u64 = 50;
+
+/// Best of REPS runs of `f`, in cycles per KiB of `bytes`.
+fn best(bytes: usize, mut f: impl FnMut()) -> u64 {
+    let mut min = u64::MAX;
+    for _ in 0..REPS {
+        let t0 = rdtsc();
+        f();
+        min = min.min(rdtsc().wrapping_sub(t0));
+    }
+    min * 1024 / bytes as u64
+}
+
+/// `n` words at `p` as atomics (the window's access rule; plain `mov`s).
+///
+/// # Safety
+/// `p` is 8-aligned, mapped and readable for `n` words (writable too if the
+/// caller stores through it) for as long as the slice is used, and accessed
+/// only atomically meanwhile.
+unsafe fn words<'a>(p: u64, n: usize) -> &'a [AtomicU64] {
+    // SAFETY: the caller's contract.
+    unsafe { core::slice::from_raw_parts(p as usize as *const AtomicU64, n) }
+}
+
+// The loops below are the host probe's (interconnect/examples/path_probe.rs),
+// word for word.
+
+fn sum(w: &[AtomicU64]) -> u64 {
+    w.iter()
+        .fold(0u64, |s, x| s.wrapping_add(x.load(Ordering::Relaxed)))
+}
+
+/// Keeps a loaded sum alive.
+fn sink(v: u64) {
+    black_box(v);
+}
+
+fn fill(w: &[AtomicU64], v: u64) {
+    for x in w {
+        x.store(v, Ordering::Relaxed);
+    }
+}
+
+fn copy(dst: &[AtomicU64], src: &[AtomicU64]) {
+    for (d, s) in dst.iter().zip(src) {
+        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn movsb(dst: &[AtomicU64], src: &[AtomicU64]) {
+    let n = 8 * dst.len().min(src.len());
+    // SAFETY: both ranges are valid for n bytes and do not overlap; nothing
+    // else touches them while the probe runs.
+    unsafe {
+        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst.as_ptr() => _,
+                         inout("rsi") src.as_ptr() => _, options(nostack, preserves_flags));
+    }
+}
+
+/// Time taken from this code by whatever runs instead of it (the host, or
+/// the hypervisor on the host's interrupts): gaps between two TSC reads.
+struct Gaps {
+    count: u64,
+    total: u64,
+    longest: u64,
+}
+
+/// Reads the TSC back to back for `span` cycles; gaps over `min` cycles.
+fn gaps(span: u64, min: u64) -> Gaps {
+    let mut g = Gaps {
+        count: 0,
+        total: 0,
+        longest: 0,
+    };
+    let start = rdtsc();
+    let mut last = start;
+    while last.wrapping_sub(start) < span {
+        let now = rdtsc();
+        let d = now.wrapping_sub(last);
+        if d > min {
+            g.count += 1;
+            g.total += d;
+            g.longest = g.longest.max(d);
+        }
+        last = now;
+    }
+    g
+}
+
+fn memory(env: &mut Env) {
+    let mut tsc = u64::MAX;
+    for _ in 0..REPS {
+        let t0 = rdtsc();
+        for _ in 0..1000 {
+            black_box(rdtsc());
+        }
+        tsc = tsc.min(rdtsc().wrapping_sub(t0));
+    }
+    say!("probe: rdtsc: ", tsc / 1000, " cycles each");
+    let g = gaps(env.clock.cycles(1000), env.clock.cycles(1) / 100);
+    say!(
+        "probe: 1 s of reading the TSC: ",
+        g.count,
+        " gaps over 10 us, ",
+        g.total * 1000 / env.clock.khz,
+        " us in all, longest ",
+        g.longest * 1000 / env.clock.khz,
+        " us"
+    );
+    let max = SIZES[SIZES.len() - 1];
+    let (Some(a), Some(b)) = (env.arena.words(max / 8), env.arena.words(max / 8)) else {
+        fail("link-probe: no arena memory", b"")
+    };
+    let l = env.links.get(0);
+    let ring = l.config.ring_bytes() as usize;
+    let own = l.own_section() + 0x1000;
+    let peer = l.window + l.config.section_offset(l.side.peer()) as u64 + 0x1000;
+    // SAFETY: `a` and `b` are arena words of ours; `own` and `peer` are the
+    // rings of the two sections of the first link's window, mapped for the
+    // guest's lifetime (ours writable, the peer's read-only: only loaded
+    // here), `ring` bytes each; nothing else accesses any of them meanwhile
+    // (A probes before it sends anything, B only reads A's control words).
+    let (ram, ram2, own, peer) = unsafe {
+        (
+            words(a.as_mut_ptr() as u64, max / 8),
+            words(b.as_mut_ptr() as u64, max / 8),
+            words(own, ring / 8),
+            words(peer, ring / 8),
+        )
+    };
+    for &n in SIZES.iter().filter(|&&n| n <= ring) {
+        let w = n / 8;
+        let (ram, ram2, own, peer) = (&ram[..w], &ram2[..w], &own[..w], &peer[..w]);
+        let r = [
+            ("load ram", best(n, || sink(sum(ram)))),
+            ("load own-window", best(n, || sink(sum(own)))),
+            ("load peer-window", best(n, || sink(sum(peer)))),
+            ("store ram", best(n, || fill(ram, 0x5a5a))),
+            ("store own-window", best(n, || fill(own, 0x5a5a))),
+            ("copy ram->ram", best(n, || copy(ram2, ram))),
+            ("copy ram->own-window", best(n, || copy(own, ram))),
+            ("copy peer-window->ram", best(n, || copy(ram, peer))),
+            ("movsb ram->ram", best(n, || movsb(ram2, ram))),
+            ("movsb ram->own-window", best(n, || movsb(own, ram))),
+        ];
+        for (what, c) in r {
+            say!("probe: ", what, " ", n, " B: ", c, " cycles/KiB");
+        }
+    }
+}
+
+/// Polls (at most CONNECT_MS) until the first link is connected.
+fn connected(env: &mut Env) -> bool {
+    let d = env.clock.deadline(CONNECT_MS);
+    let l = env.links.get(0);
+    while !d.passed() {
+        if matches!(l.ep.poll(), Ok(p) if p.peer_up) {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
+fn phases(env: &mut Env) {
+    let clock = env.clock;
+    let Some(buf) = env.arena.bytes(65536) else {
+        fail("link-probe: no arena memory", b"")
+    };
+    let l = env.links.get(0);
+    let ring = l.config.ring_bytes() as usize;
+    let a = l.side == Side::A;
+    for &s in MSG_SIZES.iter().filter(|&&s| s <= ring / 4) {
+        let rec = 8 + s.next_multiple_of(8);
+        let mut best = u64::MAX;
+        for _ in 0..ROUNDS {
+            let (mut n, t);
+            if a {
+                n = 0u64;
+                let t0 = rdtsc();
+                while l.ep.send(&buf[..s]).is_ok() {
+                    n += 1;
+                }
+                t = rdtsc().wrapping_sub(t0);
+                // B drains it all before the next round.
+                while matches!(l.ep.poll(), Ok(p) if p.peer_up && p.tx_free_bytes < ring as u32) {
+                    core::hint::spin_loop();
+                }
+            } else {
+                while matches!(l.ep.poll(), Ok(p) if p.peer_up && !p.readable) {
+                    core::hint::spin_loop();
+                }
+                let d = clock.deadline(FILL_MS);
+                while !d.passed() {
+                    core::hint::spin_loop();
+                }
+                n = 0;
+                let t0 = rdtsc();
+                while let Ok(Some(_)) = l.ep.recv(buf) {
+                    n += 1;
+                }
+                t = rdtsc().wrapping_sub(t0);
+            }
+            // A round where B started before the ring was full does not count.
+            if n as usize >= ring / rec - 1 {
+                best = best.min(t / n);
+            }
+        }
+        say!(
+            "probe: ",
+            if a { "send " } else { "recv " },
+            s,
+            " B: ",
+            best,
+            " cycles/message"
+        );
+    }
+}
+
+/// Where the two sides hand each other the turn in `crossing`: a word in the
+/// reserved part of each side's control page (0x108..0x1000), which endpoints
+/// never read or write.
+const TURN: u64 = 0x800;
+
+/// The raw memory loops again, but crossing vCPUs: A stores into its ring
+/// while B waits, then B loads what A stored while A waits (A's stores must
+/// take the lines back from B's cache, B's loads fetch them from A's). Best of
+/// ROUNDS, cycles per KiB. Before `phases`: the rings hold garbage afterwards,
+/// which the protocol never looks at (only records below a producer index).
+fn crossing(env: &mut Env) {
+    let l = env.links.get(0);
+    let a = l.side == Side::A;
+    let ring = l.config.ring_bytes() as usize;
+    let own_sec = l.own_section();
+    let peer_sec = l.window + l.config.section_offset(l.side.peer()) as u64;
+    // SAFETY: both sections of the first link's window are mapped for the
+    // guest's lifetime (ours writable, the peer's read-only: only loaded);
+    // TURN is an 8-aligned word of the reserved control area and the rings
+    // start at 0x1000, `ring` bytes; the endpoint touches neither while the
+    // probe runs (it is not used until `phases`).
+    let (own_turn, peer_turn, own, peer) = unsafe {
+        (
+            &words(own_sec + TURN, 1)[0],
+            &words(peer_sec + TURN, 1)[0],
+            words(own_sec + 0x1000, ring / 8),
+            words(peer_sec + 0x1000, ring / 8),
+        )
+    };
+    let peer_turn_is = |k: u64| {
+        let v = peer_turn.load(Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Acquire);
+        v == k
+    };
+    for &n in [65536usize, 1 << 20].iter().filter(|&&n| n <= ring) {
+        let w = n / 8;
+        let mut best = u64::MAX;
+        for round in 1..=ROUNDS as u64 {
+            let k = ((n as u64) << 32) | round;
+            let t;
+            if a {
+                let t0 = rdtsc();
+                fill(&own[..w], k);
+                t = rdtsc().wrapping_sub(t0);
+                own_turn.store(k, Ordering::Release);
+                while !peer_turn_is(k) {
+                    core::hint::spin_loop();
+                }
+            } else {
+                while !peer_turn_is(k) {
+                    core::hint::spin_loop();
+                }
+                let t0 = rdtsc();
+                sink(sum(&peer[..w]));
+                t = rdtsc().wrapping_sub(t0);
+                own_turn.store(k, Ordering::Release);
+            }
+            best = best.min(t);
+        }
+        say!(
+            "probe: ",
+            if a {
+                "store after the peer loaded it "
+            } else {
+                "load after the peer stored it "
+            },
+            n,
+            " B: ",
+            best * 1024 / n as u64,
+            " cycles/KiB"
+        );
+    }
+}
+
+pub fn run(env: &mut Env) -> ! {
+    if env.links.len() == 0 {
+        fail("link-probe: no oslet.link on the command line", b"");
+    }
+    if env.links.get(0).side == Side::A {
+        memory(env);
+    }
+    if connected(env) {
+        crossing(env);
+        phases(env);
+    } else {
+        say!("probe: no peer connected: send and receive not measured");
+    }
+    env.links.close_all();
+    crate::io::poweroff(0)
+}
