@@ -141,6 +141,8 @@ impl AgentLink {
                 // Nothing new; or the agent is not (yet, or no longer) attached: a
                 // guest without an agent, or one restarting it.
                 Ok(None) => break,
+                // The agent restarted (a new process in the guest): read on, from it.
+                Err(RecvError::PeerRestarted) => continue,
                 Err(RecvError::PeerDown) => {
                     // A section that no longer makes sense is the guest's garbage, not
                     // an agent that stopped.
@@ -168,5 +170,77 @@ impl AgentLink {
             }
         }
         self.latest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(seq: u64) -> AgentReport {
+        AgentReport {
+            seq,
+            uptime_ms: seq * 1000,
+            load_milli: [500, 400, 300],
+            cpus_online: 2,
+            procs_running: 1,
+            mem_total_kib: 1024,
+            mem_available_kib: 512,
+        }
+    }
+
+    /// The VMM side over a real VM's agent window, with the guest's side played by
+    /// an endpoint on the same mapping: reports, a bad one, and an agent restart.
+    #[test]
+    fn poll_keeps_the_latest_good_report_across_bad_ones_and_an_agent_restart() {
+        let kvm = match kvm_ioctls::Kvm::new() {
+            Ok(k) => k,
+            Err(e) if std::env::var_os("OSLET_REQUIRE_KVM").is_none() => {
+                eprintln!("skipped: /dev/kvm cannot be opened here ({e})");
+                return;
+            }
+            Err(e) => panic!("OSLET_REQUIRE_KVM is set but /dev/kvm cannot be opened: {e}"),
+        };
+        let vm = kvm.create_vm().unwrap();
+        let mut link = AgentLink::attach(&vm).unwrap();
+        assert_eq!(
+            link.cmdline_word(),
+            format!("oslet.agentlink={AGENT_WINDOW_GPA:#x},0x1000")
+        );
+        let len = link.config.window_bytes();
+        // SAFETY: the test's stand-in for the guest: the same live mapping, used only
+        // through the interconnect's atomics, while `link` (which owns it) lives.
+        let ptr = link._map.ptr;
+        let region = || unsafe { Region::new(ptr, len) }.unwrap();
+        assert_eq!(link.poll("t"), None, "no agent yet");
+
+        let mut guest = Endpoint::attach(region(), Side::A, link.config).unwrap();
+        let _ = link.poll("t"); // the VMM acknowledges the new agent
+        guest.send(&report(1).encode()).unwrap();
+        guest.send(b"not a report").unwrap();
+        guest.send(&report(2).encode()).unwrap();
+        assert_eq!(link.poll("t"), Some(report(2)), "the bad one is skipped");
+        assert!(!link.broken);
+
+        // The agent process restarts: a new incarnation of side A.
+        drop(guest);
+        assert_eq!(
+            link.poll("t"),
+            Some(report(2)),
+            "down: the last report stays"
+        );
+        let mut again = Endpoint::attach(region(), Side::A, link.config).unwrap();
+        let _ = link.poll("t");
+        let mut sent = false;
+        for _ in 0..100 {
+            if again.send(&report(1).encode()).is_ok() {
+                sent = true;
+                break;
+            }
+            let _ = link.poll("t");
+        }
+        assert!(sent, "the new agent connects");
+        assert_eq!(link.poll("t"), Some(report(1)), "the new agent's report");
+        assert!(!link.broken);
     }
 }

@@ -146,8 +146,10 @@ fn agent(interval_ms: u64, count: u64) -> Result<(), String> {
         seq += 1;
         let r = oslet_msg::agent::report(seq).map_err(|e| e.to_string())?;
         match ep.send(&r.encode()) {
-            // A full ring means the VMM is not reading: this report is dropped.
-            Ok(()) | Err(SendError::Full) => {}
+            // A full ring means the VMM is not reading: this report is dropped. (The
+            // VMM side never restarts while the guest lives; if it did, the next
+            // report would go to the new one.)
+            Ok(()) | Err(SendError::Full) | Err(SendError::PeerRestarted) => {}
             Err(e) => return Err(format!("agent link: {e}")),
         }
         if count != 0 && seq >= count {
