@@ -208,9 +208,9 @@ mod tests {
             format!("oslet.agentlink={AGENT_WINDOW_GPA:#x},0x1000")
         );
         let len = link.config.window_bytes();
+        let ptr = link._map.ptr;
         // SAFETY: the test's stand-in for the guest: the same live mapping, used only
         // through the interconnect's atomics, while `link` (which owns it) lives.
-        let ptr = link._map.ptr;
         let region = || unsafe { Region::new(ptr, len) }.unwrap();
         assert_eq!(link.poll("t"), None, "no agent yet");
 
