@@ -228,8 +228,8 @@ impl Links {
         self.n = 0;
     }
 
-    /// Waits until each of the links `which` is connected with its peer
-    /// UP, for at most `ms` milliseconds. Prints `link <peer>: connected`
+    /// Waits until each of the links `which` is connected to its peer (UP,
+    /// or already gone again), for at most `ms` milliseconds. Prints `link <peer>: connected`
     /// per link; on timeout or a broken link prints why and powers off 1.
     pub fn wait_connected(&mut self, which: &[usize], clock: &Clock, ms: u64) {
         let deadline = clock.deadline(ms);
@@ -242,7 +242,10 @@ impl Links {
                 }
                 let l = self.get(i);
                 match l.ep.poll() {
-                    Ok(p) if p.peer_up => {
+                    // Connected, even to a peer that has already gone again (it can
+                    // come, do its work and power off before we first look): the
+                    // mode then sees it down.
+                    Ok(p) if p.connected => {
                         done[i] = true;
                         say!(
                             "link to ",
