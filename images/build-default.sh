@@ -46,23 +46,9 @@ out=$(cd "$out" && pwd)
 exec 9>"$out/.lock"
 flock 9
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-version_of() { dpkg-query -W -f='${Version}' "$1"; }
-
-# apt_install PKG...: install what is missing (Debian only, as root).
-apt_install() {
-  local missing=() p
-  for p in "$@"; do installed "$p" || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "${OSLET_IMAGE_NO_INSTALL:-0}" = 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    die "missing Debian package(s) ${missing[*]}; run: apt-get install -y ${missing[*]}"
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
-    { apt-get update >&2 && apt-get install -y --no-install-recommends "${missing[@]}" >&2; } ||
-    die "apt-get install ${missing[*]} failed"
-}
+# installed, version_of, hash, apt_install.
+# shellcheck source=images/lib.sh
+. "$here/lib.sh"
 
 command -v dpkg-query >/dev/null || die "needs a Debian host (dpkg-query not found)"
 # cpio, gzip: the archive; lz4: Debian's kernel payload (extract-vmlinux.sh);
@@ -137,7 +123,6 @@ done
 plain() { local p=$1; p=${p%.xz}; p=${p%.zst}; p=${p%.gz}; echo "$p"; }
 
 # --- Inputs: what the outputs are made of ------------------------------------------------
-hash() { sha256sum "$1" | cut -d' ' -f1; }
 inputs=$(
   echo "kernel-version $kver"
   echo "kernel-image $kimage"
@@ -146,6 +131,7 @@ inputs=$(
   echo "sha256 init $(hash "$here/init")"
   echo "sha256 oslet-msg $(hash "$msg")"
   echo "sha256 build-default.sh $(hash "$here/build-default.sh")"
+  echo "sha256 lib.sh $(hash "$here/lib.sh")"
   echo "sha256 extract-vmlinux.sh $(hash "$here/extract-vmlinux.sh")"
   for p in "${order[@]}"; do echo "module $(plain "$p")"; done
 )

@@ -21,7 +21,7 @@
 #
 # Cache: the outputs are kept in CACHE/<key>/, where <key> hashes the inputs (the
 # linux-source-6.1 version and its tarball's md5 from dpkg, gcc and ld versions, this
-# script, the config fragment, the patches, init.c). A run whose key is in the cache
+# script and lib.sh, the config fragment, the patches, init.c). A run whose key is in the cache
 # only copies the outputs into OUT_DIR (or does nothing when OUT_DIR already holds
 # them). CACHE is outside the checkout so that it survives a fresh clone (as in CI):
 #   ${OSLET_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/oslet}/testkernel
@@ -57,23 +57,9 @@ umask 022
 say() { echo "build-testkernel.sh: $*" >&2; }
 die() { say "$*"; exit 1; }
 
-installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
-version_of() { dpkg-query -W -f='${Version}' "$1"; }
-
-# apt_install PKG...: install what is missing (Debian only, as root).
-apt_install() {
-  local missing=() p
-  for p in "$@"; do installed "$p" || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "${OSLET_IMAGE_NO_INSTALL:-0}" = 1 ] || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    die "missing Debian package(s) ${missing[*]}; run: apt-get install -y ${missing[*]}"
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
-    { apt-get update >&2 && apt-get install -y --no-install-recommends "${missing[@]}" >&2; } ||
-    die "apt-get install ${missing[*]} failed"
-}
+# installed, version_of, hash, apt_install.
+# shellcheck source=images/lib.sh
+. "$here/lib.sh"
 
 command -v dpkg-query >/dev/null || die "needs a Debian host (dpkg-query not found)"
 # The source; a compiler and make; flex, bison: kconfig; bc, perl: generated headers
@@ -93,7 +79,6 @@ shopt -u nullglob
 [ ${#patches[@]} -gt 0 ] || die "no patches in $lt/patches"
 
 # --- Inputs: what the outputs are made of ------------------------------------------------
-hash() { sha256sum "$1" | cut -d' ' -f1; }
 tar_md5=$(awk -v f="${tarball#/}" '$2 == f { print $1 }' "/var/lib/dpkg/info/$srcpkg.md5sums" 2>/dev/null || true)
 [ -n "$tar_md5" ] || tar_md5=$(md5sum "$tarball" | cut -d' ' -f1)
 # The build's date, user and host are fixed (reproducible): the date is the tarball's
@@ -106,6 +91,7 @@ inputs=$(
   echo "tool $(ld --version | head -n 1)"
   echo "kbuild timestamp $build_ts user oslet host oslet version 1"
   echo "sha256 build-testkernel.sh $(hash "$here/build-testkernel.sh")"
+  echo "sha256 lib.sh $(hash "$here/lib.sh")"
   echo "sha256 oslet.config $(hash "$fragment")"
   echo "sha256 init.c $(hash "$lt/init.c")"
   for p in "${patches[@]}"; do echo "sha256 patches/$(basename "$p") $(hash "$p")"; done
