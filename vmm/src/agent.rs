@@ -193,13 +193,8 @@ mod tests {
     /// an endpoint on the same mapping: reports, a bad one, and an agent restart.
     #[test]
     fn poll_keeps_the_latest_good_report_across_bad_ones_and_an_agent_restart() {
-        let kvm = match kvm_ioctls::Kvm::new() {
-            Ok(k) => k,
-            Err(e) if std::env::var_os("OSLET_REQUIRE_KVM").is_none() => {
-                eprintln!("skipped: /dev/kvm cannot be opened here ({e})");
-                return;
-            }
-            Err(e) => panic!("OSLET_REQUIRE_KVM is set but /dev/kvm cannot be opened: {e}"),
+        let Some(kvm) = crate::kvm::for_test() else {
+            return;
         };
         let vm = kvm.create_vm().unwrap();
         let mut link = AgentLink::attach(&vm).unwrap();

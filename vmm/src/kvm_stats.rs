@@ -326,13 +326,8 @@ mod tests {
 
     #[test]
     fn real_vcpu_stats_have_exits_and_halt_time() {
-        let kvm = match kvm_ioctls::Kvm::new() {
-            Ok(k) => k,
-            Err(e) if std::env::var_os("OSLET_REQUIRE_KVM").is_none() => {
-                eprintln!("skipped: /dev/kvm cannot be opened here ({e})");
-                return;
-            }
-            Err(e) => panic!("OSLET_REQUIRE_KVM is set but /dev/kvm cannot be opened: {e}"),
+        let Some(kvm) = crate::kvm::for_test() else {
+            return;
         };
         let vm = kvm.create_vm().expect("create a VM");
         let vcpu = vm.create_vcpu(0).expect("create a vCPU");
