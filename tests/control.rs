@@ -98,16 +98,21 @@ impl Box {
             .unwrap_or_default()
     }
 
-    fn wait_halted(&self, name: &str) {
+    /// Waits until `name`'s console log holds `pat`, up to 20 s.
+    fn wait_log(&self, name: &str, pat: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !self.log(name).contains("halting without power-off") {
+        while !self.log(name).contains(pat) {
             assert!(
                 Instant::now() < deadline,
-                "{name} never halted: {}",
+                "{name} never printed {pat:?}: {}",
                 self.log(name)
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn wait_halted(&self, name: &str) {
+        self.wait_log(name, "halting without power-off");
     }
 }
 
@@ -378,44 +383,22 @@ fn top_in_a_real_terminal_shows_the_sum_of_all_vcpus_first() {
     }
     b.wait_halted("alpha");
     b.wait_halted("beta");
-    let session = format!("oslet-top-{}", std::process::id());
-    let cmd = format!(
-        "{} top --socket {}",
-        env!("CARGO_BIN_EXE_oslet"),
-        b.sock.display()
+    let t = Tmux::start(
+        "oslet-top",
+        160,
+        30,
+        &format!(
+            "{} top --socket {}",
+            env!("CARGO_BIN_EXE_oslet"),
+            b.sock.display()
+        ),
     );
-    let st = std::process::Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "160",
-            "-y",
-            "30",
-            &cmd,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
     // Two screens: the second has rates.
     std::thread::sleep(Duration::from_millis(2500));
-    let screen = std::process::Command::new("tmux")
-        .args(["capture-pane", "-p", "-t", &session])
-        .output()
-        .unwrap();
-    // Ctrl-C ends top and with it the session; kill-session covers a top that lingers.
-    for args in [
-        ["send-keys", "-t", &session, "C-c"].as_slice(),
-        &["kill-session", "-t", &session],
-    ] {
-        let _ = std::process::Command::new("tmux")
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-    let screen = String::from_utf8_lossy(&screen.stdout).into_owned();
+    let screen = t.screen();
+    // Ctrl-C ends top and with it the session; dropping `t` covers a top that lingers.
+    t.keys(&["C-c"]);
+    drop(t);
     let first = screen
         .lines()
         .find(|l| !l.trim().is_empty())
@@ -508,15 +491,7 @@ fn console_attach_types_into_the_guest_detaches_with_ctrl_bracket_and_closes_at_
     ) else {
         return;
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !b.log("echo").contains("console echo") {
-        assert!(
-            Instant::now() < deadline,
-            "echo never started: {}",
-            b.log("echo")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    b.wait_log("echo", "console echo");
     let limit = Duration::from_secs(20);
 
     // First attach: a line goes in, its echo comes out; Ctrl-] detaches.
@@ -583,12 +558,72 @@ fn tmux_or_skip(test: &str) -> bool {
     false
 }
 
-fn tmux(args: &[&str]) -> String {
-    let out = std::process::Command::new("tmux")
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A detached tmux session (a real terminal of `cols` x `rows`) running `sh -c cmd`;
+/// killed when dropped.
+struct Tmux {
+    session: String,
+}
+
+impl Tmux {
+    fn start(prefix: &str, cols: u16, rows: u16, cmd: &str) -> Self {
+        let session = format!("{prefix}-{}", std::process::id());
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        let st = std::process::Command::new("tmux")
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                &cols,
+                "-y",
+                &rows,
+            ])
+            .args(["sh", "-c", cmd])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        Tmux { session }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("tmux")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the terminal shows now.
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", &self.session])
+    }
+
+    /// Types `keys` (tmux key names or text).
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    /// The screen once it shows `want`, or after 20 s without it.
+    fn wait_screen(&self, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.screen();
+            if screen.contains(want) || Instant::now() > deadline {
+                return screen;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-session", "-t", &self.session]);
+    }
 }
 
 /// The same in a real terminal (tmux): raw mode, Enter as typed, Ctrl-] as a key.
@@ -603,52 +638,25 @@ fn console_in_a_real_terminal_detaches_with_ctrl_bracket() {
     if !tmux_or_skip("console_in_a_real_terminal_detaches_with_ctrl_bracket") {
         return;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !b.log("echo").contains("console echo") {
-        assert!(Instant::now() < deadline, "echo never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let session = format!("oslet-console-{}", std::process::id());
-    let cmd = format!(
-        "{} console echo --socket {}; echo EXIT=$?; sleep 60",
-        env!("CARGO_BIN_EXE_oslet"),
-        b.sock.display()
+    b.wait_log("echo", "console echo");
+    let t = Tmux::start(
+        "oslet-console",
+        120,
+        20,
+        &format!(
+            "{} console echo --socket {}; echo EXIT=$?; sleep 60",
+            env!("CARGO_BIN_EXE_oslet"),
+            b.sock.display()
+        ),
     );
-    let st = std::process::Command::new("tmux")
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "120",
-            "-y",
-            "20",
-            "sh",
-            "-c",
-            &cmd,
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let wait_screen = |want: &str| -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let screen = tmux(&["capture-pane", "-p", "-t", &session]);
-            if screen.contains(want) || Instant::now() > deadline {
-                return screen;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    };
-    let screen = wait_screen("attached to echo's console");
+    let screen = t.wait_screen("attached to echo's console");
     assert!(screen.contains("attached"), "{screen}");
-    tmux(&["send-keys", "-t", &session, "typed in tmux", "Enter"]);
-    let screen = wait_screen("echo: typed in tmux");
+    t.keys(&["typed in tmux", "Enter"]);
+    let screen = t.wait_screen("echo: typed in tmux");
     assert!(screen.contains("echo: typed in tmux"), "{screen}");
-    tmux(&["send-keys", "-t", &session, "C-]"]);
-    let screen = wait_screen("EXIT=");
-    tmux(&["kill-session", "-t", &session]);
+    t.keys(&["C-]"]);
+    let screen = t.wait_screen("EXIT=");
+    drop(t);
     assert!(screen.contains("detached from echo's console"), "{screen}");
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert_eq!(b.state("echo").0, "running");
