@@ -84,16 +84,18 @@ pub fn run(sock: &Path, iterations: u64) -> i32 {
             let (busy, rss) = match o["pid"].as_u64() {
                 Some(pid) => {
                     running += 1;
-                    let (ticks, _) = vcpu_ticks(pid);
-                    let from_threads = prev_ticks.get(&name).map(|(t0, at)| {
-                        let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
-                        (ticks.saturating_sub(*t0) as f64 / hz) / dt
-                    });
-                    prev_ticks.insert(name.clone(), (ticks, now));
+                    // /proc's thread times only where KVM gave no per-vCPU figures.
                     let busy = if per_vcpu.is_empty() {
+                        let (ticks, _) = vcpu_ticks(pid);
+                        let from_threads = prev_ticks.get(&name).map(|(t0, at)| {
+                            let dt = now.duration_since(*at).as_secs_f64().max(1e-3);
+                            (ticks.saturating_sub(*t0) as f64 / hz) / dt
+                        });
+                        prev_ticks.insert(name.clone(), (ticks, now));
                         fallback |= from_threads.is_some();
                         from_threads
                     } else {
+                        prev_ticks.remove(&name);
                         Some(per_vcpu.iter().sum::<f64>() / 100.0)
                     };
                     (
