@@ -12,23 +12,19 @@ use core::sync::atomic::Ordering;
 
 use super::args::number;
 use super::{fail, Env};
-use crate::serial::{Disp, Hex};
+use super::link::{attach_window, window_config};
+use crate::serial::Hex;
 use oslet_interconnect::agent::{AgentReport, REPORT_BYTES};
-use oslet_interconnect::{Endpoint, LinkConfig, Region, Side};
-
-/// Where agent windows may lie (the 32-bit MMIO hole below the IOAPIC).
-const HOLE: core::ops::Range<u64> = 0xC000_0000..0xFEC0_0000;
+use oslet_interconnect::{LinkConfig, Side};
 
 fn parse(spec: &[u8]) -> Option<(u64, LinkConfig)> {
     let mut f = spec.split(|&b| b == b',');
     let gpa = f.next().and_then(number)?;
-    let ring = u32::try_from(f.next().and_then(number)?).ok()?;
-    if f.next().is_some() || gpa % 4096 != 0 {
+    let ring = f.next().and_then(number)?;
+    if f.next().is_some() {
         return None;
     }
-    let config = LinkConfig::new(ring).ok()?;
-    let end = gpa.checked_add(config.window_bytes() as u64)?;
-    (gpa >= HOLE.start && end <= HOLE.end).then_some((gpa, config))
+    Some((gpa, window_config(gpa, ring).ok()?))
 }
 
 /// Writes pseudo-random words over our own section's control area and ring (what a
@@ -55,24 +51,7 @@ pub fn run(env: &mut Env) -> ! {
     let Some((gpa, config)) = parse(spec) else {
         fail("ring3-agent: bad oslet.agentlink", spec)
     };
-    // SAFETY: the VMM maps the agent window at `gpa` for the guest's lifetime (our
-    // section writable, its own read-only); it is identity-mapped here, is not RAM
-    // in the memory map, and nothing else in this kernel touches it. The
-    // interconnect accesses it only through aligned atomics.
-    let region = match unsafe { Region::new(gpa as usize as *mut u8, config.window_bytes()) } {
-        Ok(r) => r,
-        Err(e) => {
-            say!("agent: bad window: ", Disp(&e));
-            crate::io::poweroff(1)
-        }
-    };
-    let mut ep = match Endpoint::attach(region, Side::A, config) {
-        Ok(ep) => ep,
-        Err(e) => {
-            say!("agent: attach failed: ", Disp(&e));
-            crate::io::poweroff(1)
-        }
-    };
+    let mut ep = attach_window("agent", b"", gpa, Side::A, config);
     let total_kib = crate::MEM_KIB.load(Ordering::Relaxed);
     let used_kib = (crate::smp::kernel_end().saturating_sub(0x10_0000)
         + super::ARENA_BYTES.load(Ordering::Relaxed))

@@ -82,6 +82,53 @@ struct Spec {
     gsi: u32,
 }
 
+/// The geometry of a window at `window` with rings of `ring` bytes, checked: a valid
+/// ring size, 4 KiB aligned, inside the 32-bit hole. (Links and the agent link.)
+pub fn window_config(window: u64, ring: u64) -> Result<LinkConfig, &'static str> {
+    let ring = u32::try_from(ring).map_err(|_| "ring size too large")?;
+    let config =
+        LinkConfig::new(ring).map_err(|_| "ring size not a power of two in 4 KiB..=1 GiB")?;
+    if window % 4096 != 0 {
+        return Err("window not 4 KiB aligned");
+    }
+    let end = window
+        .checked_add(config.window_bytes() as u64)
+        .ok_or("window wraps")?;
+    if window < HOLE.start || end > HOLE.end {
+        return Err("window outside 0xc0000000..0xfec00000");
+    }
+    Ok(config)
+}
+
+/// Attaches `side` of the window at `window` (checked by `window_config`); on
+/// failure prints "<what><name>: ..." and powers off with status 1.
+pub fn attach_window(
+    what: &str,
+    name: &[u8],
+    window: u64,
+    side: Side,
+    config: LinkConfig,
+) -> Endpoint<'static> {
+    // SAFETY: the VMM maps the window at `window` for the guest's lifetime (our
+    // section writable, the peer's read-only); it is identity-mapped here and
+    // nothing else in this kernel touches it (it is not RAM in the memmap). The
+    // interconnect accesses it only through aligned atomics.
+    let region = match unsafe { Region::new(window as usize as *mut u8, config.window_bytes()) } {
+        Ok(r) => r,
+        Err(e) => {
+            say!(what, Str(name), ": bad window: ", Disp(&e));
+            crate::io::poweroff(1)
+        }
+    };
+    match Endpoint::attach(region, side, config) {
+        Ok(ep) => ep,
+        Err(e) => {
+            say!(what, Str(name), ": attach failed: ", Disp(&e));
+            crate::io::poweroff(1)
+        }
+    }
+}
+
 fn parse(spec: &'static [u8]) -> Result<Spec, &'static str> {
     let mut f = spec.split(|&b| b == b',');
     let peer = f.next().filter(|p| !p.is_empty()).ok_or("no peer name")?;
@@ -97,18 +144,7 @@ fn parse(spec: &'static [u8]) -> Result<Spec, &'static str> {
     if f.next().is_some() {
         return Err("more than 6 fields");
     }
-    let ring = u32::try_from(ring).map_err(|_| "ring size too large")?;
-    let config =
-        LinkConfig::new(ring).map_err(|_| "ring size not a power of two in 4 KiB..=1 GiB")?;
-    if window % 4096 != 0 {
-        return Err("window not 4 KiB aligned");
-    }
-    let end = window
-        .checked_add(config.window_bytes() as u64)
-        .ok_or("window wraps")?;
-    if window < HOLE.start || end > HOLE.end {
-        return Err("window outside 0xc0000000..0xfec00000");
-    }
+    let config = window_config(window, ring)?;
     if doorbell % 4 != 0 || doorbell >= crate::io::MAPPED_LIMIT {
         return Err("bad doorbell address");
     }
@@ -152,26 +188,7 @@ impl Links {
             if links.find(peer).is_some() {
                 fail("two oslet.link words for one peer", spec);
             }
-            // SAFETY: the VMM maps the window at `window` for the guest's
-            // lifetime (our section writable, the peer's read-only); it is
-            // identity-mapped here and nothing else in this kernel touches it
-            // (it is not RAM in the memmap). The interconnect accesses it only
-            // through aligned atomics.
-            let region =
-                match unsafe { Region::new(window as usize as *mut u8, config.window_bytes()) } {
-                    Ok(r) => r,
-                    Err(e) => {
-                        say!("link ", Str(peer), ": bad window: ", Disp(&e));
-                        crate::io::poweroff(1)
-                    }
-                };
-            let ep = match Endpoint::attach(region, side, config) {
-                Ok(ep) => ep,
-                Err(e) => {
-                    say!("link ", Str(peer), ": attach failed: ", Disp(&e));
-                    crate::io::poweroff(1)
-                }
-            };
+            let ep = attach_window("link ", peer, window, side, config);
             say!(
                 "link to ",
                 Str(peer),
