@@ -321,6 +321,68 @@ fn a_second_supervisor_on_a_busy_socket_is_refused_and_the_first_runs_on() {
     assert_eq!(b.ps().as_array().unwrap().len(), 2);
 }
 
+/// User plus system CPU time, in clock ticks, of the main thread of `pid`.
+fn main_thread_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_supervisor_without_a_control_api_sleeps_between_its_looks_at_the_oslets() {
+    // Regression: with no control API (the default socket busy, as here, or
+    // `oslet bench`, which asks for none) the supervisor's wait between its
+    // looks at the VMMs returned at once and the loop spun a host CPU, the
+    // CPU the OSlets' vCPUs are pinned to (it halved `oslet bench link`'s
+    // oslet-polled throughput on a 2-CPU host).
+    let test = "a_supervisor_without_a_control_api_sleeps_between_its_looks_at_the_oslets";
+    let Some(b) = Box::up(test) else {
+        return;
+    };
+    let cfg = write_config(
+        b.dir.path(),
+        "second.toml",
+        "[host]\noversubscribe = true\nlog_dir = \"logs2\"\n\
+         [[oslet]]\nname = \"idle\"\ncpus = 1\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    );
+    // The first box serves the default socket of this one: it runs without an API.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oslet"))
+        .args(["up", cfg.to_str().unwrap()])
+        .env("OSLET_SOCKET", &b.sock)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = b.dir.path().join("logs2/idle.log");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("halting without power-off")
+    {
+        assert!(Instant::now() < deadline, "the second OSlet never halted");
+        assert!(child.try_wait().unwrap().is_none(), "the second up ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hz = 100.0; // USER_HZ: /proc counts CPU time in 1/100 s on Linux.
+    let (t0, c0) = (Instant::now(), main_thread_ticks(child.id()));
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, c1) = (Instant::now(), main_thread_ticks(child.id()));
+    let share = (c1 - c0) as f64 / hz / (t1 - t0).as_secs_f64();
+    // SAFETY: a plain kill(2) of our own child, which is still running.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // Spinning shows as 0.5-1.0 of a CPU; a loop that sleeps 5 ms per turn as ~0.
+    assert!(
+        share < 0.2,
+        "the supervisor's main thread used {:.0}% of a CPU while its OSlet was halted",
+        share * 100.0
+    );
+    assert_eq!(b.ps().as_array().unwrap().len(), 2);
+}
+
 fn supervisor_rss_kib(sock: &Path) -> u64 {
     let out = std::process::Command::new("pgrep")
         .args(["-f", "--", &format!("--stay --socket {}", sock.display())])

@@ -94,8 +94,12 @@ impl Drop for Server {
 }
 
 /// Binds `path` (refusing one another supervisor answers on, replacing a stale one),
-/// limits it to its owner, and serves it on a thread: every call goes to `calls`.
-pub fn serve(path: &Path, calls: Sender<Pending>) -> Result<Server, ControlError> {
+/// limits it to its owner, and serves it on a thread: every call goes to `calls`
+/// (as whatever the receiver's message type makes of a [`Pending`]).
+pub fn serve<M: From<Pending> + Send + 'static>(
+    path: &Path,
+    calls: Sender<M>,
+) -> Result<Server, ControlError> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(ControlError::Busy(path.to_path_buf()));
@@ -143,7 +147,7 @@ pub fn serve(path: &Path, calls: Sender<Pending>) -> Result<Server, ControlError
     })
 }
 
-fn handle(mut stream: UnixStream, calls: &Sender<Pending>) {
+fn handle<M: From<Pending>>(mut stream: UnixStream, calls: &Sender<M>) {
     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -168,11 +172,11 @@ fn handle(mut stream: UnixStream, calls: &Sender<Pending>) {
                     _ => None,
                 };
                 if calls
-                    .send(Pending {
+                    .send(M::from(Pending {
                         call,
                         reply: tx,
                         stream,
-                    })
+                    }))
                     .is_err()
                 {
                     api::error_response(503, "the supervisor is shutting down")

@@ -113,7 +113,27 @@ struct Supervisor<'a> {
     width: usize,
     t0: u64,
     down: Option<Vec<mpsc::Sender<Vec<u8>>>>,
+    /// Given to each VMM process's event thread, which sends `VmmEnded`.
+    wake: mpsc::Sender<Wake>,
 }
+
+/// What wakes the supervisor's loop.
+pub(crate) enum Wake {
+    /// A control API call.
+    Call(Pending),
+    /// A VMM process closed its event pipe: it has ended, or is about to.
+    VmmEnded,
+}
+
+impl From<Pending> for Wake {
+    fn from(p: Pending) -> Self {
+        Wake::Call(p)
+    }
+}
+
+/// How long the loop sleeps at most between its looks at the VMM processes: a
+/// backstop (a VMM that ends wakes it at once) and how soon a stop signal is seen.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 fn json_response(status: u16, v: &serde_json::Value) -> Vec<u8> {
     api::response(status, "application/json", v.to_string().as_bytes())
@@ -134,6 +154,7 @@ impl Supervisor<'_> {
             self.width,
             self.opts,
             self.t0,
+            &self.wake,
         )?;
         let s = &mut self.slots[i];
         s.pid = run.child.id();
@@ -200,6 +221,14 @@ impl Supervisor<'_> {
                 names.join(", ")
             ),
         )
+    }
+
+    fn woken(&mut self, w: Wake) {
+        match w {
+            Wake::Call(p) => self.handle(p),
+            // The loop reaps next.
+            Wake::VmmEnded => {}
+        }
     }
 
     fn handle(&mut self, p: Pending) {
@@ -412,7 +441,13 @@ fn finish(r: Running, restarts: u32) -> OsletReport {
 /// with `opts.stay`, until `down` or a signal). Returns each OSlet's last report.
 pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, SupervisorError> {
     signals::install_stop_handlers().map_err(SupervisorError::Signals)?;
-    let (tx, rx): (mpsc::Sender<Pending>, Receiver<Pending>) = mpsc::channel();
+    // The loop below sleeps on this channel: control API calls and VMM processes
+    // that end wake it. The supervisor keeps a sender for the VMMs' event threads,
+    // so the channel never disconnects, also without a control API (a wait on a
+    // channel with no sender left returns at once: the loop would spin a host CPU
+    // that the OSlets need).
+    let (tx, rx): (mpsc::Sender<Wake>, Receiver<Wake>) = mpsc::channel();
+    let wake = tx.clone();
     let server = match &opts.socket {
         Some(path) => match control::serve(path, tx) {
             Ok(s) => Some(s),
@@ -466,6 +501,7 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
             .unwrap_or(0),
         t0: monotonic_ns(),
         down: None,
+        wake,
     };
     for i in 0..sup.slots.len() {
         if let Err(e) = sup.start(i) {
@@ -484,8 +520,8 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
             stopping = true;
             sup.stop_all();
         }
-        while let Ok(p) = rx.try_recv() {
-            sup.handle(p);
+        while let Ok(w) = rx.try_recv() {
+            sup.woken(w);
         }
         sup.reap();
         if !sup.any_running() {
@@ -504,9 +540,7 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
                 break;
             }
         }
-        let _ = rx
-            .recv_timeout(Duration::from_millis(5))
-            .map(|p| sup.handle(p));
+        let _ = rx.recv_timeout(LOOK_EVERY).map(|w| sup.woken(w));
     }
     drop(server);
     Ok(sup.slots.into_iter().filter_map(|s| s.report).collect())

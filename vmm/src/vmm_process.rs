@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use oslet_config::{Console, Partition};
@@ -18,7 +18,7 @@ use crate::kvm_stats::{self, VcpuCounters};
 use crate::link::{self, LinkAttach, SharedLink};
 use crate::monotonic_ns;
 use crate::oslet::VmmPlan;
-use crate::supervisor::{SupervisorError, UpOptions};
+use crate::supervisor::{SupervisorError, UpOptions, Wake};
 
 #[derive(Default)]
 pub(crate) struct Shared {
@@ -161,6 +161,7 @@ pub(crate) fn spawn_one(
     width: usize,
     opts: &UpOptions,
     t0: u64,
+    wake: &mpsc::Sender<Wake>,
 ) -> Result<Running, SupervisorError> {
     let plan = &partition.oslets[idx];
     let name = plan.name.clone();
@@ -284,6 +285,7 @@ pub(crate) fn spawn_one(
         let shared = Arc::clone(&shared);
         // SAFETY: ev_read is an OwnedFd we own; converting it into a File transfers ownership.
         let file = std::fs::File::from(ev_read);
+        let wake = wake.clone();
         threads.push(std::thread::spawn(move || {
             for line in BufReader::new(file).lines() {
                 let Ok(line) = line else { break };
@@ -309,6 +311,8 @@ pub(crate) fn spawn_one(
                     )),
                 }
             }
+            // The pipe closed: the VMM process is gone, reap it now.
+            let _ = wake.send(Wake::VmmEnded);
         }));
     }
     Ok(Running {
