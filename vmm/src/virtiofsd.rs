@@ -115,12 +115,20 @@ impl Virtiofsd {
             socket: socket.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut appeared: Option<Instant> = None;
         loop {
             if let Some(st) = d.exited() {
                 return Err(VirtiofsdError::Died(st));
             }
+            // The file appears at bind(2), a moment before listen(2): a connect in
+            // between is refused (seen under load). Wait until the kernel lists it
+            // as listening; a socket never listed (another network namespace, no
+            // /proc) is taken as ready a second after it appeared.
             if socket.exists() {
-                return Ok(d);
+                let since = *appeared.get_or_insert_with(Instant::now);
+                if listening(socket) != Some(false) || since.elapsed() >= LISTED_WITHIN {
+                    return Ok(d);
+                }
             }
             if Instant::now() >= deadline {
                 return Err(VirtiofsdError::Timeout(socket.to_path_buf()));
@@ -191,6 +199,33 @@ fn log_line(line: &str) -> Option<String> {
     Some(parsed.unwrap_or_else(|| format!("virtiofsd: {line}")))
 }
 
+/// How long after its socket file appears the daemon has to show up as listening
+/// in `/proc/net/unix` before it is taken as ready anyway.
+const LISTED_WITHIN: Duration = Duration::from_secs(1);
+
+/// Whether `/proc/net/unix` lists a listening socket bound at `path`; None where
+/// that file cannot be read.
+fn listening(path: &Path) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    Some(listed_listening(&table, path))
+}
+
+/// `__SO_ACCEPTCON` in `/proc/net/unix`'s Flags column: the socket listens.
+const SO_ACCEPTCON: u32 = 1 << 16;
+
+/// Whether `table` (the text of `/proc/net/unix`) has a listening socket at `path`.
+fn listed_listening(table: &str, path: &Path) -> bool {
+    let want = path.as_os_str().as_encoded_bytes();
+    table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode [Path]
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.get(7).is_some_and(|p| p.as_bytes() == want)
+            && f.get(3)
+                .and_then(|flags| u32::from_str_radix(flags, 16).ok())
+                .is_some_and(|flags| flags & SO_ACCEPTCON != 0)
+    })
+}
+
 /// The socket path for OSlet `name`'s virtiofsd (short enough for sun_path).
 pub fn socket_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
@@ -219,6 +254,52 @@ mod tests {
         );
         assert_eq!(log_line("[odd"), Some("virtiofsd: [odd".to_string()));
         assert_eq!(log_line("  "), None);
+    }
+
+    #[test]
+    fn a_socket_is_ready_only_once_it_listens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bound.sock");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a new AF_UNIX socket, bound to a path that fits sun_path; the
+        // sockaddr is fully initialised before bind reads it.
+        let fd = unsafe {
+            let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (d, s) in addr.sun_path.iter_mut().zip(c.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+            assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+            fd
+        };
+        // Bound: the file is there, a connect is refused, and it is not ready.
+        assert!(path.exists());
+        assert_eq!(
+            std::os::unix::net::UnixStream::connect(&path)
+                .map_err(|e| e.kind())
+                .err(),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(listening(&path), Some(false));
+        // SAFETY: listen on the socket created above.
+        assert_eq!(unsafe { libc::listen(fd, 1) }, 0);
+        assert_eq!(listening(&path), Some(true));
+        // SAFETY: fd is ours and closed once.
+        unsafe { libc::close(fd) };
+    }
+
+    #[test]
+    fn the_proc_table_is_read_by_path_and_flags() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            000000000d179519: 00000002 00000000 00010000 0001 01 671519 /tmp/a.sock\n\
+            000000000d17951a: 00000002 00000000 00000000 0001 01 671520 /tmp/b.sock\n\
+            000000000d17951b: 00000003 00000000 00000000 0001 03 671521\n";
+        assert!(listed_listening(table, Path::new("/tmp/a.sock")));
+        assert!(!listed_listening(table, Path::new("/tmp/b.sock")));
+        assert!(!listed_listening(table, Path::new("/tmp/c.sock")));
     }
 
     #[test]
