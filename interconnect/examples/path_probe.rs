@@ -10,11 +10,15 @@
 //!   the interconnect's copies compile to: its accesses are aligned u64 atomics, so
 //!   they are never vectorised, on the host or in a guest) and a `rep movsb` copy,
 //!   over a heap buffer and a window, in cycles per KiB, best of 200 passes.
+//! * crossing cores: one thread stores into its ring, then the other loads it, or
+//!   copies it into its own buffer (alternate rounds).
 //! * send and receive alone: one thread fills a 1 MiB ring with S-byte messages
 //!   while the other spins, then the other drains it while the first spins (so the
 //!   data crosses cores, but the two never copy at once): cycles per message, best
 //!   of 30 rounds. This is each side's own cost per message, without the two
-//!   sides' interaction.
+//!   sides' interaction. Each size runs twice: the spinning thread only waits at
+//!   the barrier, then polls the link as well (as a peer spinning on an empty or
+//!   full ring does).
 //!
 //! Best-of figures leave out preemption, so they are comparable on a busy machine.
 #![allow(clippy::unwrap_used)]
@@ -141,8 +145,16 @@ struct SpinBarrier(AtomicU64);
 impl SpinBarrier {
     /// The `k`-th rendezvous of two threads (k = 1, 2, ... on each side).
     fn wait(&self, k: u64) {
+        self.wait_polling(k, None);
+    }
+
+    /// The same, polling `ep` meanwhile if given.
+    fn wait_polling(&self, k: u64, mut ep: Option<&mut Endpoint<'_>>) {
         self.0.fetch_add(1, Ordering::AcqRel);
         while self.0.load(Ordering::Acquire) < 2 * k {
+            if let Some(ep) = ep.as_deref_mut() {
+                black_box(ep.poll().is_ok());
+            }
             std::hint::spin_loop();
         }
     }
@@ -159,22 +171,29 @@ fn crossing(config: LinkConfig) {
     for n in [65536usize, 1 << 20] {
         let words = n / 8;
         let bar = SpinBarrier(AtomicU64::new(0));
-        let (store, load) = std::thread::scope(|sc| {
+        let (store, (load, copied)) = std::thread::scope(|sc| {
             let b = sc.spawn(|| {
                 pin(1);
-                let mut best = u64::MAX;
-                for round in 1..=ROUNDS as u64 {
+                let ram: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+                let (mut best, mut best_copy) = (u64::MAX, u64::MAX);
+                for round in 1..=2 * ROUNDS as u64 {
                     bar.wait(2 * round - 1);
                     let t0 = rdtsc();
-                    sink(sum(&own[..words]));
-                    best = best.min(rdtsc().wrapping_sub(t0));
+                    // Loads in odd rounds, copies into RAM in even ones.
+                    if round % 2 == 1 {
+                        sink(sum(&own[..words]));
+                        best = best.min(rdtsc().wrapping_sub(t0));
+                    } else {
+                        copy(&ram, &own[..words]);
+                        best_copy = best_copy.min(rdtsc().wrapping_sub(t0));
+                    }
                     bar.wait(2 * round);
                 }
-                best
+                (best, best_copy)
             });
             pin(0);
             let mut best = u64::MAX;
-            for round in 1..=ROUNDS as u64 {
+            for round in 1..=2 * ROUNDS as u64 {
                 let t0 = rdtsc();
                 fill(&own[..words], round);
                 best = best.min(rdtsc().wrapping_sub(t0));
@@ -191,12 +210,21 @@ fn crossing(config: LinkConfig) {
             "probe: load after the peer stored it {n} B: {} cycles/KiB",
             load * 1024 / n as u64
         );
+        println!(
+            "probe: copy to RAM after the peer stored it {n} B: {} cycles/KiB",
+            copied * 1024 / n as u64
+        );
     }
 }
 
 fn phases(config: LinkConfig) {
     let ring = config.ring_bytes() as usize;
-    for s in [64usize, 4096, 65536] {
+    // The waiting thread does nothing else (`busy` false), or polls the link
+    // meanwhile (`busy`: what a peer that spins on an empty or full ring does).
+    for (s, busy) in [64usize, 4096, 65536]
+        .into_iter()
+        .flat_map(|s| [(s, false), (s, true)])
+    {
         let w = HostWindow::new(config);
         let mut a = Endpoint::attach(w.region(), Side::A, config).unwrap();
         let mut b = Endpoint::attach(w.region(), Side::B, config).unwrap();
@@ -212,7 +240,7 @@ fn phases(config: LinkConfig) {
                 let mut k = 0;
                 for _ in 0..ROUNDS {
                     k += 1;
-                    bar.wait(k); // the ring is full
+                    bar.wait_polling(k, busy.then_some(&mut b)); // the ring is full
                     let (mut n, t0) = (0u64, rdtsc());
                     while let Ok(Some(_)) = b.recv(&mut buf) {
                         n += 1;
@@ -222,7 +250,7 @@ fn phases(config: LinkConfig) {
                         best = best.min(t / n);
                     }
                     k += 1;
-                    bar.wait(k); // drained
+                    bar.wait_polling(k, busy.then_some(&mut b)); // drained
                 }
                 best
             });
@@ -237,14 +265,19 @@ fn phases(config: LinkConfig) {
                 }
                 best = best.min(rdtsc().wrapping_sub(t0) / n.max(1));
                 k += 1;
-                bar.wait(k);
+                bar.wait_polling(k, busy.then_some(&mut a));
                 k += 1;
-                bar.wait(k);
+                bar.wait_polling(k, busy.then_some(&mut a));
             }
             (best, receiver.join().unwrap())
         });
-        println!("probe: send {s} B: {send} cycles/message");
-        println!("probe: recv {s} B: {recv} cycles/message");
+        let how = if busy {
+            " while the peer polls the link"
+        } else {
+            ""
+        };
+        println!("probe: send {s} B{how}: {send} cycles/message");
+        println!("probe: recv {s} B{how}: {recv} cycles/message");
     }
 }
 
