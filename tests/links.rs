@@ -389,12 +389,18 @@ fn link_probe_measures_ring3_memory_and_each_sides_message_cost() {
     );
     let (code, out, err) = run(&["up", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}\n{err}");
+    // The number right after `prefix` (which ends with its colon).
     let cycles = |name: &str, prefix: &str| -> u64 {
+        let head = format!("oslet-testkernel: probe: {prefix}");
         let l = lines_of(&out, name)
             .into_iter()
-            .find(|l| l.starts_with(&format!("oslet-testkernel: probe: {prefix}")))
+            .find(|l| l.starts_with(&head))
             .unwrap_or_else(|| panic!("{name}: no {prefix:?} line:\n{out}"));
-        number_after(l, "B:")
+        l[head.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number in {l:?}"))
     };
     for what in [
         "load ram",
@@ -408,8 +414,15 @@ fn link_probe_measures_ring3_memory_and_each_sides_message_cost() {
         }
     }
     for n in [64, 4096, 65536] {
-        assert!(cycles("a", &format!("send {n} B:")) > 0, "{out}");
-        assert!(cycles("b", &format!("recv {n} B:")) > 0, "{out}");
+        for how in ["", " while the peer polls the link"] {
+            assert!(cycles("a", &format!("send {n} B{how}:")) > 0, "{out}");
+            assert!(cycles("b", &format!("recv {n} B{how}:")) > 0, "{out}");
+        }
+    }
+    for n in [65536, 1 << 20] {
+        assert!(cycles("a", &format!("store after the peer loaded it {n} B:")) > 0);
+        assert!(cycles("b", &format!("load after the peer stored it {n} B:")) > 0);
+        assert!(cycles("b", &format!("copy to RAM after the peer stored it {n} B:")) > 0);
     }
     assert!(
         lines_of(&out, "a")
