@@ -10,6 +10,11 @@ pub struct ConsoleSink {
     log: Option<File>,
     stdout: bool,
     line: Vec<u8>,
+    /// Called, on the writing thread, when bytes wait in a partial line and it has
+    /// not been called since the last [`Write::flush`]: whoever flushes learns that
+    /// a flush is due (a prompt has no newline) without looking all the time.
+    on_partial: Option<Box<dyn Fn() + Send>>,
+    told: bool,
 }
 
 /// Longest line kept before it is flushed anyway (a guest without newlines must not
@@ -33,6 +38,8 @@ impl ConsoleSink {
             log,
             stdout,
             line: Vec::with_capacity(256),
+            on_partial: None,
+            told: false,
         })
     }
 
@@ -42,7 +49,15 @@ impl ConsoleSink {
             log: None,
             stdout: false,
             line: Vec::new(),
+            on_partial: None,
+            told: false,
         }
+    }
+
+    /// Calls `f` when a partial line starts waiting (once until the next flush).
+    pub fn on_partial_line(mut self, f: impl Fn() + Send + 'static) -> Self {
+        self.on_partial = Some(Box::new(f));
+        self
     }
 
     fn flush_line(&mut self) {
@@ -71,11 +86,18 @@ impl Write for ConsoleSink {
                 self.flush_line();
             }
         }
+        if !self.line.is_empty() && !self.told {
+            self.told = true;
+            if let Some(f) = &self.on_partial {
+                f();
+            }
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.flush_line();
+        self.told = false;
         Ok(())
     }
 }
@@ -89,6 +111,33 @@ impl Drop for ConsoleSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_line_is_announced_once_until_the_next_flush() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.log");
+        let told = Arc::new(AtomicUsize::new(0));
+        let t = Arc::clone(&told);
+        let mut s = ConsoleSink::new(Some(&p), false)
+            .unwrap()
+            .on_partial_line(move || {
+                t.fetch_add(1, Ordering::SeqCst);
+            });
+        s.write_all(b"whole line\n").unwrap();
+        assert_eq!(told.load(Ordering::SeqCst), 0, "nothing waits");
+        s.write_all(b"$ ").unwrap();
+        s.write_all(b"more\nand ").unwrap();
+        assert_eq!(told.load(Ordering::SeqCst), 1, "once until flushed");
+        s.flush().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "whole line\n$ more\nand "
+        );
+        s.write_all(b"x").unwrap();
+        assert_eq!(told.load(Ordering::SeqCst), 2, "again after the flush");
+    }
 
     #[test]
     fn log_file_gets_whole_lines_and_the_tail_on_drop() {

@@ -22,6 +22,15 @@ use crate::kvm_stats::VcpuStats;
 use crate::vcpu::{self, GuestExit, VcpuEvent};
 use crate::{kvm, link, memory, monotonic_ns, signals, testkernel, vm};
 
+/// How often the main loop sends its Stats event.
+const STATS_EVERY_NS: u64 = 1_000_000_000;
+/// How soon a partial console line (a prompt) reaches the log and attached consoles.
+const PARTIAL_LINE_NS: u64 = 20_000_000;
+/// The longest the main loop sleeps: how soon it sees a stop signal, its virtiofsd's
+/// exit or a vhost-user backend's hang-up (vCPU events and console output wake it
+/// at once).
+const LOOK_EVERY: Duration = Duration::from_millis(200);
+
 /// Errors building an OSlet.
 #[derive(Debug, thiserror::Error)]
 pub enum OsletError {
@@ -156,12 +165,18 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     )?;
     let vm = vm::create(&kvm, &mem)?;
 
+    // What wakes the main loop: vCPU threads' events, and a partial console line.
+    let (tx, rx) = mpsc::channel();
     let console = match plan.console {
         Console::Terminal => ConsoleSink::new(Some(&plan.log_file), true),
         Console::Log => ConsoleSink::new(Some(&plan.log_file), false),
         Console::Off => Ok(ConsoleSink::off()),
     }
     .map_err(|e| OsletError::ConsoleLog(plan.log_file.clone(), e))?;
+    let partial = tx.clone();
+    let console = console.on_partial_line(move || {
+        let _ = partial.send(VcpuEvent::ConsolePending);
+    });
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| OsletError::Os("create an eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
@@ -287,7 +302,6 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     spawn_console_input(&plan.name, Arc::clone(&devices));
     vcpu::install_kick_handler().map_err(|e| OsletError::Os("install the vCPU kick handler", e))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
     sink.send(&Event::Started {
         mono_ns: monotonic_ns(),
     });
@@ -308,9 +322,12 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     drop(tx);
 
     let mut last_stats = monotonic_ns();
+    // When a partial console line is due to be flushed (CLOCK_MONOTONIC ns).
+    let mut flush_at: Option<u64> = None;
+    let mut vcpus_gone = false;
     let outcome = loop {
         let now = monotonic_ns();
-        if now.saturating_sub(last_stats) >= 1_000_000_000 {
+        if now.saturating_sub(last_stats) >= STATS_EVERY_NS {
             last_stats = now;
             sink.send(&Event::Stats {
                 exits: devices.exits(),
@@ -323,7 +340,10 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             break Outcome::Stopped { signal };
         }
         // A partial line (a shell prompt) reaches the log and attached consoles too.
-        devices.flush();
+        if flush_at.is_some_and(|t| now >= t) {
+            flush_at = None;
+            devices.flush();
+        }
         if let Some(d) = daemon.as_mut() {
             if let Some(status) = d.exited() {
                 crate::log::warn(format_args!(
@@ -346,7 +366,19 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 ));
             }
         }
-        match rx.recv_timeout(Duration::from_millis(20)) {
+        // Asleep until a vCPU event, a flush that is due, the next statistics, or
+        // LOOK_EVERY (how soon a stop signal, virtiofsd's exit or a backend's
+        // hang-up is seen): no wake-ups at a fixed rate to take a pinned vCPU's CPU.
+        let next_stats = (last_stats + STATS_EVERY_NS).saturating_sub(now);
+        let wait = [Some(next_stats), flush_at.map(|t| t.saturating_sub(now))]
+            .into_iter()
+            .flatten()
+            .map(Duration::from_nanos)
+            .fold(LOOK_EVERY, Duration::min);
+        match rx.recv_timeout(wait) {
+            Ok(VcpuEvent::ConsolePending) => {
+                flush_at.get_or_insert(now + PARTIAL_LINE_NS);
+            }
             Ok(VcpuEvent::FirstMarker(ns)) => sink.send(&Event::FirstInstruction { mono_ns: ns }),
             Ok(VcpuEvent::Exit(_, exit)) => {
                 break match exit {
@@ -357,7 +389,18 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 }
             }
             Ok(VcpuEvent::Error(_, error)) => break Outcome::Failed { error },
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // The console keeps a sender, so the channel does not disconnect when the
+            // vCPU threads end: a timeout looks whether they all did. A vCPU thread
+            // that ends sends why first (one that panicked does not), so once they
+            // are all gone, the next wait still gets what they sent.
+            Err(mpsc::RecvTimeoutError::Timeout) if vcpus_gone => {
+                break Outcome::Failed {
+                    error: "every vCPU thread ended without a reason".to_string(),
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                vcpus_gone = handles.iter().all(|h| h.finished());
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 break Outcome::Failed {
                     error: "every vCPU thread ended without a reason".to_string(),

@@ -39,6 +39,9 @@ pub enum VcpuEvent {
     Exit(usize, GuestExit),
     /// `KVM_RUN` failed in a way the VMM cannot recover from.
     Error(usize, String),
+    /// The guest's console output ends in a partial line (written from a vCPU
+    /// thread's port I/O): flush it soon.
+    ConsolePending,
 }
 
 thread_local! {
@@ -83,6 +86,11 @@ impl VcpuHandle {
         unsafe {
             libc::pthread_kill(self.thread.as_pthread_t(), sig);
         }
+    }
+
+    /// Whether the thread has ended.
+    pub fn finished(&self) -> bool {
+        self.thread.is_finished()
     }
 
     /// Waits for the thread to end.
