@@ -26,9 +26,9 @@ use crate::{kvm, link, memory, monotonic_ns, signals, testkernel, vm};
 const STATS_EVERY_NS: u64 = 1_000_000_000;
 /// How soon a partial console line (a prompt) reaches the log and attached consoles.
 const PARTIAL_LINE_NS: u64 = 20_000_000;
-/// The longest the main loop sleeps: how soon it sees a stop signal, its virtiofsd's
-/// exit or a vhost-user backend's hang-up (vCPU events and console output wake it
-/// at once).
+/// The longest the main loop sleeps: how soon it sees its virtiofsd's exit or a
+/// vhost-user backend's hang-up (vCPU events, console output and stop signals wake
+/// it at once).
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 
 /// Errors building an OSlet.
@@ -177,6 +177,16 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     let console = console.on_partial_line(move || {
         let _ = partial.send(VcpuEvent::ConsolePending);
     });
+    let on_stop = tx.clone();
+    if let Err(e) = signals::wake_on_stop(move || {
+        let _ = on_stop.send(VcpuEvent::Stop);
+    }) {
+        crate::log::warn(format_args!(
+            "{}: cannot watch for stop signals ({e}); they are seen within {} ms",
+            plan.name,
+            LOOK_EVERY.as_millis()
+        ));
+    }
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| OsletError::Os("create an eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ)
@@ -366,9 +376,9 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
                 ));
             }
         }
-        // Asleep until a vCPU event, a flush that is due, the next statistics, or
-        // LOOK_EVERY (how soon a stop signal, virtiofsd's exit or a backend's
-        // hang-up is seen): no wake-ups at a fixed rate to take a pinned vCPU's CPU.
+        // Asleep until a vCPU event, a stop signal, a flush that is due, the next
+        // statistics, or LOOK_EVERY (how soon virtiofsd's exit or a backend's
+        // hang-up is seen): few wake-ups to take a pinned vCPU's CPU.
         let next_stats = (last_stats + STATS_EVERY_NS).saturating_sub(now);
         let wait = [Some(next_stats), flush_at.map(|t| t.saturating_sub(now))]
             .into_iter()
@@ -379,6 +389,8 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             Ok(VcpuEvent::ConsolePending) => {
                 flush_at.get_or_insert(now + PARTIAL_LINE_NS);
             }
+            // Seen at the top of the loop.
+            Ok(VcpuEvent::Stop) => {}
             Ok(VcpuEvent::FirstMarker(ns)) => sink.send(&Event::FirstInstruction { mono_ns: ns }),
             Ok(VcpuEvent::Exit(_, exit)) => {
                 break match exit {

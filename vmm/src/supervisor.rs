@@ -115,6 +115,10 @@ struct Supervisor<'a> {
     down: Option<Vec<mpsc::Sender<Vec<u8>>>>,
     /// Given to each VMM process's event thread, which sends `VmmEnded`.
     wake: mpsc::Sender<Wake>,
+    /// `VmmEnded`s not matched by a reaped VMM yet, and since when: a VMM closes
+    /// its event pipe a moment before the kernel lets it be reaped.
+    ending: usize,
+    ending_since: Option<Instant>,
 }
 
 /// What wakes the supervisor's loop.
@@ -123,6 +127,8 @@ pub(crate) enum Wake {
     Call(Pending),
     /// A VMM process closed its event pipe: it has ended, or is about to.
     VmmEnded,
+    /// A stop signal arrived (the loop acts on it at its top).
+    Stop,
 }
 
 impl From<Pending> for Wake {
@@ -132,8 +138,12 @@ impl From<Pending> for Wake {
 }
 
 /// How long the loop sleeps at most between its looks at the VMM processes: a
-/// backstop (a VMM that ends wakes it at once) and how soon a stop signal is seen.
+/// backstop (a VMM that ends and a stop signal wake it at once).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// How long after a VMM closed its event pipe the loop looks every millisecond for
+/// its end.
+const END_GRACE: Duration = Duration::from_secs(1);
 
 fn json_response(status: u16, v: &serde_json::Value) -> Vec<u8> {
     api::response(status, "application/json", v.to_string().as_bytes())
@@ -226,8 +236,12 @@ impl Supervisor<'_> {
     fn woken(&mut self, w: Wake) {
         match w {
             Wake::Call(p) => self.handle(p),
-            // The loop reaps next.
-            Wake::VmmEnded => {}
+            Wake::VmmEnded => {
+                self.ending += 1;
+                self.ending_since.get_or_insert_with(Instant::now);
+            }
+            // The loop looks at the stop signal next.
+            Wake::Stop => {}
         }
     }
 
@@ -358,6 +372,7 @@ impl Supervisor<'_> {
             let Some(run) = self.slots[i].run.take() else {
                 continue;
             };
+            self.ending = self.ending.saturating_sub(1);
             for l in &self.links {
                 l.mark_down(&run.name);
             }
@@ -413,6 +428,24 @@ impl Supervisor<'_> {
         }
     }
 
+    /// How long the loop may sleep: LOOK_EVERY, or a millisecond while a VMM that
+    /// closed its event pipe is not reapable yet (for at most END_GRACE).
+    fn next_look(&mut self) -> Duration {
+        if self.ending == 0 {
+            self.ending_since = None;
+            return LOOK_EVERY;
+        }
+        match self.ending_since {
+            Some(t) if t.elapsed() < END_GRACE => Duration::from_millis(1),
+            _ => {
+                // Closed its pipe but lives on: the regular looks will find its end.
+                self.ending = 0;
+                self.ending_since = None;
+                LOOK_EVERY
+            }
+        }
+    }
+
     fn any_running(&self) -> bool {
         self.slots.iter().any(|s| s.run.is_some())
     }
@@ -448,6 +481,15 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
     // that the OSlets need).
     let (tx, rx): (mpsc::Sender<Wake>, Receiver<Wake>) = mpsc::channel();
     let wake = tx.clone();
+    let on_stop = tx.clone();
+    if let Err(e) = signals::wake_on_stop(move || {
+        let _ = on_stop.send(Wake::Stop);
+    }) {
+        crate::log::warn(format_args!(
+            "cannot watch for stop signals ({e}); the supervisor sees them within {} ms",
+            LOOK_EVERY.as_millis()
+        ));
+    }
     let server = match &opts.socket {
         Some(path) => match control::serve(path, tx) {
             Ok(s) => Some(s),
@@ -502,6 +544,8 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
         t0: monotonic_ns(),
         down: None,
         wake,
+        ending: 0,
+        ending_since: None,
     };
     for i in 0..sup.slots.len() {
         if let Err(e) = sup.start(i) {
@@ -540,7 +584,7 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
                 break;
             }
         }
-        let _ = rx.recv_timeout(LOOK_EVERY).map(|w| sup.woken(w));
+        let _ = rx.recv_timeout(sup.next_look()).map(|w| sup.woken(w));
     }
     drop(server);
     Ok(sup.slots.into_iter().filter_map(|s| s.report).collect())

@@ -30,7 +30,8 @@ pub enum GuestExit {
     Crash(String),
 }
 
-/// What vCPU threads tell the OSlet's main thread.
+/// What vCPU threads tell the OSlet's main thread (and a stop signal, which wakes
+/// it through the same channel).
 #[derive(Debug)]
 pub enum VcpuEvent {
     /// The guest's first instruction marker, at this CLOCK_MONOTONIC time.
@@ -42,6 +43,8 @@ pub enum VcpuEvent {
     /// The guest's console output ends in a partial line (written from a vCPU
     /// thread's port I/O): flush it soon.
     ConsolePending,
+    /// A stop signal arrived (sent by the signal watcher, not a vCPU thread).
+    Stop,
 }
 
 thread_local! {
