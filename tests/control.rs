@@ -423,6 +423,96 @@ fn an_idle_vmm_main_thread_wakes_a_few_times_a_second_not_fifty() {
     );
 }
 
+/// `Cpus_allowed_list` of every thread of `pid`, by thread name.
+fn thread_cpus(pid: u64) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        out.push((field("Name:"), field("Cpus_allowed_list:")));
+    }
+    out
+}
+
+#[test]
+fn housekeeping_cpus_hold_the_supervisor_and_vmm_threads_and_vcpus_keep_their_own() {
+    let test = "housekeeping_cpus_hold_the_supervisor_and_vmm_threads_and_vcpus_keep_their_own";
+    if !kvm_or_skip(test) {
+        return;
+    }
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    if cpus.trim() == "0" {
+        eprintln!("skipping {test}: this host has one CPU, housekeeping needs a second");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "hk.toml",
+        "[host]\nhousekeeping_cpus = \"1\"\nlog_dir = \"logs\"\n\
+         [[oslet]]\nname = \"pinned\"\ncpus = [0]\nmemory = \"8MiB\"\nkernel = \"builtin:testkernel\"\ncmdline = \"halt\"\n",
+    );
+    let (code, out, err) = run(&["check", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("housekeeping cpus 1"), "{out}");
+    let sock = dir.path().join("oslet.sock");
+    let b = Box {
+        dir,
+        cfg: cfg.clone(),
+        sock: sock.clone(),
+    };
+    let (code, out, err) = run(&[
+        "up",
+        "--detach",
+        cfg.to_str().unwrap(),
+        "--socket",
+        sock.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    b.wait_halted("pinned");
+    let vmm = b
+        .ps()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o["pid"].as_u64())
+        .unwrap();
+    let threads = thread_cpus(vmm);
+    for (name, cpus) in &threads {
+        // KVM's own worker (kvm-nx-lpage-recovery) is made by the kernel from the
+        // first vCPU thread when it first runs, and keeps that thread's CPU.
+        if name.starts_with("kvm-") {
+            continue;
+        }
+        let want = if name.ends_with("-vcpu0") { "0" } else { "1" };
+        assert_eq!(cpus, want, "VMM thread {name}: {threads:?}");
+    }
+    assert!(
+        threads.iter().any(|(n, _)| n.ends_with("-vcpu0")),
+        "{threads:?}"
+    );
+    let sup = std::process::Command::new("pgrep")
+        .args(["-f", "--", &format!("--stay --socket {}", sock.display())])
+        .output()
+        .unwrap();
+    let sup: u64 = String::from_utf8(sup.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("supervisor pid")
+        .parse()
+        .unwrap();
+    for (name, cpus) in thread_cpus(sup) {
+        assert_eq!(cpus, "1", "supervisor thread {name}");
+    }
+}
+
 fn supervisor_rss_kib(sock: &Path) -> u64 {
     let out = std::process::Command::new("pgrep")
         .args(["-f", "--", &format!("--stay --socket {}", sock.display())])

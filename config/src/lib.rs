@@ -12,6 +12,7 @@
 //! [host]                        # optional
 //! oversubscribe = false         # optional, default false
 //! log_dir = "oslet-logs"        # optional, default "oslet-logs"
+//! housekeeping_cpus = "0-1"     # optional, default: the CPUs no vCPU is placed on
 //!
 //! [[oslet]]                     # one or more
 //! name = "db"                   # required
@@ -36,6 +37,15 @@
 //!   its host CPU.
 //! - `log_dir` (string, default `"oslet-logs"`): where each OSlet's console log goes,
 //!   as `<log_dir>/<name>.log`. A relative path starts at the config file's directory.
+//! - `housekeeping_cpus` (a CPU list, `"0-1"` or `[0, 1]`; optional): the host CPUs
+//!   for everything of oslet's except the vCPUs: the supervisor (`oslet up`), each
+//!   VMM process's main, console and signal threads, and the virtiofsd it starts.
+//!   Every vCPU thread still pins itself to its own CPU. Default: the host CPUs no
+//!   vCPU is placed on; when a vCPU runs on every CPU, nothing is pinned. Each CPU
+//!   must be one this host has (and this process may use); without `oversubscribe`
+//!   none may be a vCPU's. KVM's own worker thread (`kvm-nx-lpage-recovery`, made
+//!   by the kernel from the first vCPU thread) keeps that vCPU's CPU; it wakes about
+//!   once a minute.
 //!
 //! ## `[[oslet]]`
 //!

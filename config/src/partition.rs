@@ -15,6 +15,11 @@ pub struct Partition {
     pub oversubscribe: bool,
     /// Where per-OSlet console logs go; absolute.
     pub log_dir: PathBuf,
+    /// Host CPUs for everything but the vCPUs (the supervisor, each VMM process's
+    /// other threads, virtiofsd): `[host] housekeeping_cpus`, else the CPUs no vCPU
+    /// is placed on. Empty: not pinned (every CPU runs a vCPU).
+    #[serde(default)]
+    pub housekeeping_cpus: Vec<usize>,
     /// The OSlets, in file order.
     pub oslets: Vec<OsletPlan>,
     /// The links between OSlets: `[[link]]` entries, then the mesh's, without repeats.
@@ -280,6 +285,15 @@ impl fmt::Display for Partition {
             if let Some(cmdline) = &oslet.cmdline {
                 writeln!(f, "{indent}cmdline {cmdline:?}")?;
             }
+        }
+        if self.housekeeping_cpus.is_empty() {
+            writeln!(f, "  housekeeping not pinned (a vCPU runs on every CPU)")?;
+        } else {
+            writeln!(
+                f,
+                "  housekeeping cpus {} (supervisor, VMM threads other than vCPUs, virtiofsd)",
+                format_cpu_list(&self.housekeeping_cpus)
+            )?;
         }
         for l in &self.links {
             writeln!(

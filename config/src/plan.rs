@@ -25,6 +25,8 @@ pub(crate) const MAX_CMDLINE: usize = 2047;
 pub(crate) const BUILTIN_TESTKERNEL: &str = "builtin:testkernel";
 /// Restarts allowed by `restart = "on-failure"` without a `restart_limit`.
 pub(crate) const DEFAULT_RESTART_LIMIT: i64 = 3;
+/// The most CPUs `[host] housekeeping_cpus` may list.
+pub(crate) const MAX_HOUSEKEEPING_CPUS: usize = 4096;
 /// `log_dir` when `[host]` does not set one.
 pub(crate) const DEFAULT_LOG_DIR: &str = "oslet-logs";
 
@@ -142,6 +144,14 @@ pub(crate) fn plan(
         .map(|o| check_oslet(&ctx, o, host, oversubscribe))
         .collect::<Result<Vec<_>, _>>()?;
     let placed = place_cpus(&ctx, &checked, host, oversubscribe)?;
+    let housekeeping_cpus = plan_housekeeping(
+        &ctx,
+        raw_host.housekeeping_cpus.as_ref(),
+        &checked,
+        &placed,
+        host,
+        oversubscribe,
+    )?;
     check_memory(&ctx, &checked, host)?;
     check_hugepages(&ctx, &checked, host)?;
 
@@ -166,10 +176,123 @@ pub(crate) fn plan(
         source: source.to_path_buf(),
         oversubscribe,
         log_dir,
+        housekeeping_cpus,
         oslets,
         links,
         shared_fs,
     })
+}
+
+/// `[host] housekeeping_cpus`, checked against the host and the placed vCPUs; or,
+/// when not set, the host CPUs no vCPU is placed on (none left: empty, not pinned).
+fn plan_housekeeping(
+    ctx: &Ctx,
+    raw: Option<&RawCpus>,
+    checked: &[Checked],
+    placed: &[Vec<usize>],
+    host: &HostTopology,
+    oversubscribe: bool,
+) -> Result<Vec<usize>, ConfigError> {
+    const FIELD: &str = "host.housekeeping_cpus";
+    let used: BTreeSet<usize> = placed.iter().flatten().copied().collect();
+    let mut list = match raw {
+        None => {
+            return Ok(host
+                .cpus
+                .iter()
+                .copied()
+                .filter(|c| !used.contains(c))
+                .collect())
+        }
+        Some(RawCpus::Count(n)) => {
+            return Err(ctx.invalid(
+                FIELD,
+                Problem::new(
+                    format!("{n} is a count; housekeeping needs a set of CPUs"),
+                    "list them, e.g. housekeeping_cpus = \"0-1\", or leave it out for the \
+                     CPUs no OSlet uses",
+                ),
+            ))
+        }
+        Some(RawCpus::List(text)) => {
+            parse_cpu_list(text, MAX_HOUSEKEEPING_CPUS).map_err(|p| ctx.invalid(FIELD, p))?
+        }
+        Some(RawCpus::Array(ids)) => {
+            let mut list = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = usize::try_from(*id).map_err(|_| {
+                    ctx.invalid(
+                        FIELD,
+                        Problem::new(format!("{id} is not a CPU id"), "CPU ids are 0 or more"),
+                    )
+                })?;
+                list.push(id);
+            }
+            if list.is_empty() {
+                return Err(ctx.invalid(
+                    FIELD,
+                    Problem::new(
+                        "the CPU array is empty",
+                        "list at least one CPU, or leave it out for the CPUs no OSlet uses",
+                    ),
+                ));
+            }
+            list
+        }
+    };
+    list.sort_unstable();
+    list.dedup();
+    let missing: Vec<usize> = list
+        .iter()
+        .copied()
+        .filter(|c| !host.cpus.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ctx.host(
+            FIELD,
+            Problem::new(
+                format!(
+                    "{} {} not among this host's usable CPUs ({})",
+                    cpus_phrase(&missing),
+                    if missing.len() == 1 { "is" } else { "are" },
+                    format_cpu_list(&host.cpus)
+                ),
+                "list CPUs this host has",
+            ),
+        ));
+    }
+    if !oversubscribe {
+        for c in &list {
+            let owner = placed
+                .iter()
+                .zip(checked)
+                .find_map(|(cpus, o)| cpus.iter().position(|x| x == c).map(|i| (o, i)));
+            if let Some((o, i)) = owner {
+                let free: Vec<usize> = host
+                    .cpus
+                    .iter()
+                    .copied()
+                    .filter(|c| !used.contains(c))
+                    .collect();
+                let free = if free.is_empty() {
+                    "none is free".to_string()
+                } else {
+                    format!("free: {}", format_cpu_list(&free))
+                };
+                return Err(ctx.conflict(
+                    FIELD,
+                    Problem::new(
+                        format!("CPU {c} runs vCPU {i} of OSlet {}", o.name),
+                        format!(
+                            "give CPUs no vCPU runs on ({free}), or set [host] \
+                             oversubscribe = true"
+                        ),
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(list)
 }
 
 fn valid_name(name: &str) -> bool {

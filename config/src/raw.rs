@@ -58,6 +58,7 @@ pub(crate) struct RawHost {
     #[serde(default)]
     pub oversubscribe: bool,
     pub log_dir: Option<String>,
+    pub housekeeping_cpus: Option<RawCpus>,
 }
 
 /// One `[[oslet]]`.

@@ -272,6 +272,12 @@ fn cmd_up(file: &Path, quiet: bool, socket: Option<&Path>, stay: bool) -> i32 {
             return 1;
         }
     };
+    // The supervisor and every thread it starts stay off the vCPUs' CPUs.
+    if let Err(e) = crate::affinity::pin_housekeeping(&partition.housekeeping_cpus) {
+        crate::log::warn(format_args!(
+            "cannot keep the supervisor on the housekeeping CPUs: {e}"
+        ));
+    }
     // The control API: on the socket asked for (busy = error), or on the default one
     // when it can be had (busy = run without an API, so several `oslet up` coexist).
     let explicit = socket.is_some() || stay;

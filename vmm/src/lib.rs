@@ -6,6 +6,7 @@
 //! process per OSlet, and each runs [`oslet::run`]: [`memory`] → [`vm`] →
 //! [`devices`] → [`boot`] → [`vcpu`] threads.
 
+pub mod affinity;
 pub mod agent;
 pub mod api;
 pub mod arch;

@@ -106,18 +106,7 @@ impl VcpuHandle {
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) -> std::io::Result<()> {
-    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit inside `set`; `cpu` is bounds-checked by the macro's
-    // implementation in libc against the set size.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 means the calling thread.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::affinity::pin_current(&crate::affinity::cpu_set(&[cpu]))
 }
 
 /// Starts vCPU `index` on its own thread, pinned to `host_cpu`.

@@ -183,13 +183,21 @@ pub(crate) fn spawn_one(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2,
-    // which is async-signal-safe; every source fd stays open in the parent until after
-    // spawn returns (the event pipe's write end and the links' fds, held by `links`).
+    // The VMM process starts on the housekeeping CPUs: its main and helper threads and
+    // its virtiofsd stay there, and each vCPU thread pins itself to its own CPU.
+    let housekeeping = (!partition.housekeeping_cpus.is_empty())
+        .then(|| crate::affinity::cpu_set(&partition.housekeeping_cpus));
+    // SAFETY: the closure runs in the forked child before exec and only makes system
+    // calls (dup2, sched_setaffinity) on data prepared before the fork; every source
+    // fd stays open in the parent until after spawn returns (the event pipe's write
+    // end and the links' fds, held by `links`).
     unsafe {
         // Link fds first: their targets lie above every source, so nothing is
         // clobbered; then the event pipe onto fd 3 (which may have been a link source).
         cmd.pre_exec(move || {
+            if let Some(set) = &housekeeping {
+                crate::affinity::pin_current(set)?;
+            }
             for &(from, to) in &dups {
                 if libc::dup2(from, to) < 0 {
                     return Err(std::io::Error::last_os_error());

@@ -25,6 +25,7 @@ fn display_prints_totals_then_one_aligned_line_per_oslet() {
          \x20 cache  cpus 8 (1 vCPU)     memory 1536 MiB  numa -  hugepages -   console log       kernel {d}/bzImage (bzImage)\n\
          \x20        initrd {d}/initrd.img\n\
          \x20        cmdline \"console=ttyS0 quiet\"\n\
+         \x20 housekeeping cpus 9-15 (supervisor, VMM threads other than vCPUs, virtiofsd)\n\
          \x20 logs in {d}/oslet-logs"
     );
     assert_eq!(p.to_string(), expected);

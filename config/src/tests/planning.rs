@@ -437,3 +437,58 @@ fn too_few_free_huge_pages_give_the_exact_echo_fix() {
          hold some), or drop hugepages"
     );
 }
+
+// ---- housekeeping CPUs ----
+
+#[test]
+fn housekeeping_defaults_to_the_cpus_no_vcpu_runs_on() {
+    let p = plan_on(
+        &(oslet("a", "2", "4MiB") + &oslet("b", "\"4-5\"", "4MiB")),
+        &host(8),
+    );
+    assert_eq!(p.housekeeping_cpus, vec![2, 3, 6, 7]);
+    assert!(p.to_string().contains("housekeeping cpus 2-3,6-7"), "{p}");
+}
+
+#[test]
+fn housekeeping_is_not_pinned_when_every_cpu_runs_a_vcpu() {
+    let p = plan_on(&oslet("a", "4", "4MiB"), &host(4));
+    assert!(p.housekeeping_cpus.is_empty());
+    assert!(p.to_string().contains("housekeeping not pinned"), "{p}");
+}
+
+#[test]
+fn housekeeping_cpus_are_taken_as_written_sorted() {
+    let text = "[host]\nhousekeeping_cpus = \"7,0\"\n".to_string() + &oslet("a", "\"1-3\"", "4MiB");
+    assert_eq!(plan_on(&text, &host(8)).housekeeping_cpus, vec![0, 7]);
+    let text = "[host]\nhousekeeping_cpus = [6, 6, 5]\n".to_string() + &oslet("a", "2", "4MiB");
+    assert_eq!(plan_on(&text, &host(8)).housekeeping_cpus, vec![5, 6]);
+}
+
+#[test]
+fn housekeeping_on_a_vcpu_s_cpu_names_the_oslet_and_the_free_cpus() {
+    let text = "[host]\nhousekeeping_cpus = \"1\"\n".to_string() + &oslet("db", "2", "4MiB");
+    assert_eq!(
+        err_on(&text, &host(4)),
+        "box.toml: host.housekeeping_cpus: CPU 1 runs vCPU 1 of OSlet db; give CPUs no vCPU \
+         runs on (free: 2-3), or set [host] oversubscribe = true"
+    );
+    let text = "[host]\noversubscribe = true\nhousekeeping_cpus = \"1\"\n".to_string()
+        + &oslet("db", "2", "4MiB");
+    assert_eq!(plan_on(&text, &host(4)).housekeeping_cpus, vec![1]);
+}
+
+#[test]
+fn housekeeping_mistakes_are_one_line_naming_the_field() {
+    for (value, want) in [
+        ("2", "2 is a count; housekeeping needs a set of CPUs"),
+        ("[]", "the CPU array is empty"),
+        ("\"9\"", "CPU 9 is not among this host's usable CPUs (0-3)"),
+        ("\"x\"", "is not a CPU id or range"),
+    ] {
+        let text = format!("[host]\nhousekeeping_cpus = {value}\n") + &oslet("a", "1", "4MiB");
+        let e = err_on(&text, &host(4));
+        assert!(e.contains("host.housekeeping_cpus"), "{e}");
+        assert!(e.contains(want), "{value}: {e}");
+    }
+}
