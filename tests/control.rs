@@ -37,6 +37,11 @@ impl Box {
             "box.toml",
             &format!("[host]\noversubscribe = true\nlog_dir = \"logs\"\n{oslets}"),
         );
+        Some(Self::detach(dir, cfg))
+    }
+
+    /// `oslet up --detach cfg` on a socket in `dir`.
+    fn detach(dir: tempfile::TempDir, cfg: PathBuf) -> Self {
         let sock = dir.path().join("oslet.sock");
         let (code, out, err) = run(&[
             "up",
@@ -47,7 +52,7 @@ impl Box {
         ]);
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.contains("serving"), "{out}");
-        Some(Box { dir, cfg, sock })
+        Box { dir, cfg, sock }
     }
 
     fn oslet(&self, args: &[&str]) -> (i32, String, String) {
@@ -461,20 +466,8 @@ fn housekeeping_cpus_hold_the_supervisor_and_vmm_threads_and_vcpus_keep_their_ow
     let (code, out, err) = run(&["check", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("housekeeping cpus 1"), "{out}");
-    let sock = dir.path().join("oslet.sock");
-    let b = Box {
-        dir,
-        cfg: cfg.clone(),
-        sock: sock.clone(),
-    };
-    let (code, out, err) = run(&[
-        "up",
-        "--detach",
-        cfg.to_str().unwrap(),
-        "--socket",
-        sock.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{out}{err}");
+    let b = Box::detach(dir, cfg);
+    let sock = b.sock.clone();
     b.wait_halted("pinned");
     let vmm = b
         .ps()
