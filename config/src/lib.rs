@@ -44,8 +44,7 @@
 //!   vCPU is placed on; when a vCPU runs on every CPU, nothing is pinned. Each CPU
 //!   must be one this host has (and this process may use); without `oversubscribe`
 //!   none may be a vCPU's. KVM's own worker thread (`kvm-nx-lpage-recovery`, made
-//!   by the kernel from the first vCPU thread) keeps that vCPU's CPU; it wakes about
-//!   once a minute.
+//!   by the kernel from the first vCPU thread) is moved there a second after start.
 //!
 //! ## `[[oslet]]`
 //!

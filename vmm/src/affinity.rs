@@ -36,6 +36,51 @@ pub fn pin_housekeeping(cpus: &[usize]) -> std::io::Result<()> {
     pin_current(&cpu_set(cpus))
 }
 
+/// The calling thread's CPU set.
+pub fn current() -> std::io::Result<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a writable cpu_set_t of the size passed; 0 means this thread.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r == 0 {
+        Ok(set)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Moves the threads KVM made in this process (`kvm-nx-lpage-recovery`, started by
+/// the kernel from the first vCPU thread and so on that vCPU's CPU) to `set`; returns
+/// how many were moved. Threads that end meanwhile are skipped.
+pub fn move_kvm_workers(set: &libc::cpu_set_t) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    let mut moved = 0;
+    for t in tasks.flatten() {
+        let is_kvm =
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("kvm-"));
+        let Some(tid) = t
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if !is_kvm {
+            continue;
+        }
+        // SAFETY: sched_setaffinity on a thread id of this process, with a valid
+        // cpu_set_t of the size passed; a thread gone meanwhile gives ESRCH.
+        let r =
+            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
+        if r == 0 {
+            moved += 1;
+        }
+    }
+    moved
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

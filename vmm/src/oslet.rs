@@ -331,6 +331,10 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
     }
     drop(tx);
 
+    // The VMM process started on the housekeeping CPUs (vmm_process pins it before
+    // exec); KVM's worker thread, made from the first vCPU thread when it first runs,
+    // goes there too at the first statistics tick.
+    let mut housekeeping = crate::affinity::current().ok();
     let mut last_stats = monotonic_ns();
     // When a partial console line is due to be flushed (CLOCK_MONOTONIC ns).
     let mut flush_at: Option<u64> = None;
@@ -339,6 +343,9 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
         let now = monotonic_ns();
         if now.saturating_sub(last_stats) >= STATS_EVERY_NS {
             last_stats = now;
+            if let Some(set) = housekeeping.take() {
+                crate::affinity::move_kvm_workers(&set);
+            }
             sink.send(&Event::Stats {
                 exits: devices.exits(),
                 mono_ns: now,
