@@ -115,10 +115,6 @@ struct Supervisor<'a> {
     down: Option<Vec<mpsc::Sender<Vec<u8>>>>,
     /// Given to each VMM process's event thread, which sends `VmmEnded`.
     wake: mpsc::Sender<Wake>,
-    /// `VmmEnded`s not matched by a reaped VMM yet, and since when: a VMM closes
-    /// its event pipe a moment before the kernel lets it be reaped.
-    ending: usize,
-    ending_since: Option<Instant>,
 }
 
 /// What wakes the supervisor's loop.
@@ -236,12 +232,8 @@ impl Supervisor<'_> {
     fn woken(&mut self, w: Wake) {
         match w {
             Wake::Call(p) => self.handle(p),
-            Wake::VmmEnded => {
-                self.ending += 1;
-                self.ending_since.get_or_insert_with(Instant::now);
-            }
-            // The loop looks at the stop signal next.
-            Wake::Stop => {}
+            // The loop reaps, and looks at the stop signal, next.
+            Wake::VmmEnded | Wake::Stop => {}
         }
     }
 
@@ -372,7 +364,6 @@ impl Supervisor<'_> {
             let Some(run) = self.slots[i].run.take() else {
                 continue;
             };
-            self.ending = self.ending.saturating_sub(1);
             for l in &self.links {
                 l.mark_down(&run.name);
             }
@@ -429,20 +420,18 @@ impl Supervisor<'_> {
     }
 
     /// How long the loop may sleep: LOOK_EVERY, or a millisecond while a VMM that
-    /// closed its event pipe is not reapable yet (for at most END_GRACE).
-    fn next_look(&mut self) -> Duration {
-        if self.ending == 0 {
-            self.ending_since = None;
-            return LOOK_EVERY;
-        }
-        match self.ending_since {
-            Some(t) if t.elapsed() < END_GRACE => Duration::from_millis(1),
-            _ => {
-                // Closed its pipe but lives on: the regular looks will find its end.
-                self.ending = 0;
-                self.ending_since = None;
-                LOOK_EVERY
-            }
+    /// closed its event pipe is not reapable yet (a VMM closes it a moment before
+    /// the kernel lets it be reaped), for at most END_GRACE after it closed.
+    fn next_look(&self) -> Duration {
+        let ending = self.slots.iter().filter_map(|s| s.run.as_ref()).any(|r| {
+            lock(&r.shared)
+                .events_closed
+                .is_some_and(|t| t.elapsed() < END_GRACE)
+        });
+        if ending {
+            Duration::from_millis(1)
+        } else {
+            LOOK_EVERY
         }
     }
 
@@ -544,8 +533,6 @@ pub fn up(partition: &Partition, opts: &UpOptions) -> Result<Vec<OsletReport>, S
         t0: monotonic_ns(),
         down: None,
         wake,
-        ending: 0,
-        ending_since: None,
     };
     for i in 0..sup.slots.len() {
         if let Err(e) = sup.start(i) {

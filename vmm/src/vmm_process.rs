@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) kvm_exits_per_s: Option<f64>,
     /// The guest agent's latest report.
     pub(crate) guest: Option<GuestReport>,
+    /// When the VMM closed its event pipe: it has ended, or is a moment from it.
+    pub(crate) events_closed: Option<std::time::Instant>,
 }
 
 impl Shared {
@@ -320,6 +322,7 @@ pub(crate) fn spawn_one(
                 }
             }
             // The pipe closed: the VMM process is gone, reap it now.
+            lock(&shared).events_closed = Some(std::time::Instant::now());
             let _ = wake.send(Wake::VmmEnded);
         }));
     }
