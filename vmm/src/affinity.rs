@@ -50,35 +50,26 @@ pub fn current() -> std::io::Result<libc::cpu_set_t> {
 }
 
 /// Moves the threads KVM made in this process (`kvm-nx-lpage-recovery`, started by
-/// the kernel from the first vCPU thread and so on that vCPU's CPU) to `set`; returns
-/// how many were moved. Threads that end meanwhile are skipped.
-pub fn move_kvm_workers(set: &libc::cpu_set_t) -> usize {
+/// the kernel from the first vCPU thread and so on that vCPU's CPU) to `set`. Best
+/// effort: a thread that ends meanwhile, or refuses, is left as it is.
+pub fn move_kvm_workers(set: &libc::cpu_set_t) {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return;
     };
-    let mut moved = 0;
     for t in tasks.flatten() {
         let is_kvm =
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("kvm-"));
-        let Some(tid) = t
+        let tid = t
             .file_name()
             .to_str()
-            .and_then(|s| s.parse::<libc::pid_t>().ok())
-        else {
+            .and_then(|s| s.parse::<libc::pid_t>().ok());
+        let (true, Some(tid)) = (is_kvm, tid) else {
             continue;
         };
-        if !is_kvm {
-            continue;
-        }
         // SAFETY: sched_setaffinity on a thread id of this process, with a valid
         // cpu_set_t of the size passed; a thread gone meanwhile gives ESRCH.
-        let r =
-            unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
-        if r == 0 {
-            moved += 1;
-        }
+        unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
     }
-    moved
 }
 
 #[cfg(test)]

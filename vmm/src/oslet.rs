@@ -412,15 +412,10 @@ pub fn run(vmm_plan: VmmPlan, sink: &mut EventSink) -> Result<Outcome, OsletErro
             // vCPU threads end: a timeout looks whether they all did. A vCPU thread
             // that ends sends why first (one that panicked does not), so once they
             // are all gone, the next wait still gets what they sent.
-            Err(mpsc::RecvTimeoutError::Timeout) if vcpus_gone => {
-                break Outcome::Failed {
-                    error: "every vCPU thread ended without a reason".to_string(),
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) if !vcpus_gone => {
                 vcpus_gone = handles.iter().all(|h| h.finished());
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
                 break Outcome::Failed {
                     error: "every vCPU thread ended without a reason".to_string(),
                 }
