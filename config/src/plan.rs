@@ -195,15 +195,14 @@ fn plan_housekeeping(
 ) -> Result<Vec<usize>, ConfigError> {
     const FIELD: &str = "host.housekeeping_cpus";
     let used: BTreeSet<usize> = placed.iter().flatten().copied().collect();
+    let free: Vec<usize> = host
+        .cpus
+        .iter()
+        .copied()
+        .filter(|c| !used.contains(c))
+        .collect();
     let mut list = match raw {
-        None => {
-            return Ok(host
-                .cpus
-                .iter()
-                .copied()
-                .filter(|c| !used.contains(c))
-                .collect())
-        }
+        None => return Ok(free),
         Some(RawCpus::Count(n)) => {
             return Err(ctx.invalid(
                 FIELD,
@@ -217,28 +216,16 @@ fn plan_housekeeping(
         Some(RawCpus::List(text)) => {
             parse_cpu_list(text, MAX_HOUSEKEEPING_CPUS).map_err(|p| ctx.invalid(FIELD, p))?
         }
-        Some(RawCpus::Array(ids)) => {
-            let mut list = Vec::with_capacity(ids.len());
-            for id in ids {
-                let id = usize::try_from(*id).map_err(|_| {
-                    ctx.invalid(
-                        FIELD,
-                        Problem::new(format!("{id} is not a CPU id"), "CPU ids are 0 or more"),
-                    )
-                })?;
-                list.push(id);
-            }
-            if list.is_empty() {
-                return Err(ctx.invalid(
-                    FIELD,
-                    Problem::new(
-                        "the CPU array is empty",
-                        "list at least one CPU, or leave it out for the CPUs no OSlet uses",
-                    ),
-                ));
-            }
-            list
+        Some(RawCpus::Array(ids)) if ids.is_empty() => {
+            return Err(ctx.invalid(
+                FIELD,
+                Problem::new(
+                    "the CPU array is empty",
+                    "list at least one CPU, or leave it out for the CPUs no OSlet uses",
+                ),
+            ))
         }
+        Some(RawCpus::Array(ids)) => cpu_ids(ids).map_err(|p| ctx.invalid(FIELD, p))?,
     };
     list.sort_unstable();
     list.dedup();
@@ -268,12 +255,6 @@ fn plan_housekeeping(
                 .zip(checked)
                 .find_map(|(cpus, o)| cpus.iter().position(|x| x == c).map(|i| (o, i)));
             if let Some((o, i)) = owner {
-                let free: Vec<usize> = host
-                    .cpus
-                    .iter()
-                    .copied()
-                    .filter(|c| !used.contains(c))
-                    .collect();
                 let free = if free.is_empty() {
                     "none is free".to_string()
                 } else {
@@ -293,6 +274,16 @@ fn plan_housekeeping(
         }
     }
     Ok(list)
+}
+
+/// The CPU ids of a TOML array (`cpus = [0, 1]`).
+fn cpu_ids(ids: &[i64]) -> Result<Vec<usize>, Problem> {
+    ids.iter()
+        .map(|&id| {
+            usize::try_from(id)
+                .map_err(|_| Problem::new(format!("{id} is not a CPU id"), "CPU ids are 0 or more"))
+        })
+        .collect()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -494,19 +485,7 @@ fn check_cpus(raw: &RawCpus, oversubscribe: bool) -> Result<CpuSpec, Problem> {
             if ids.len() > MAX_VCPUS {
                 return Err(too_many(ids.len().to_string()));
             }
-            let mut list = Vec::with_capacity(ids.len());
-            for id in ids {
-                match usize::try_from(*id) {
-                    Ok(id) => list.push(id),
-                    Err(_) => {
-                        return Err(Problem::new(
-                            format!("{id} is not a CPU id"),
-                            "CPU ids are 0 or more",
-                        ))
-                    }
-                }
-            }
-            list
+            cpu_ids(ids)?
         }
     };
     if !oversubscribe {
