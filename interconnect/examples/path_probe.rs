@@ -26,68 +26,12 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use oslet_interconnect::probe::{
+    copy, fill, gaps, memory_loops, rdtsc, rdtsc_cost, sink, sum, words,
+};
 use oslet_interconnect::{Endpoint, HostWindow, LinkConfig, Side};
 
-const REPS: usize = 200;
 const ROUNDS: usize = 30;
-
-fn rdtsc() -> u64 {
-    // SAFETY: rdtsc only reads the time-stamp counter.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Best of REPS runs of `f`, in cycles per KiB of `bytes`.
-fn best(bytes: usize, mut f: impl FnMut()) -> u64 {
-    let mut min = u64::MAX;
-    for _ in 0..REPS {
-        let t0 = rdtsc();
-        f();
-        min = min.min(rdtsc().wrapping_sub(t0));
-    }
-    min * 1024 / bytes as u64
-}
-
-/// `n` words at `p` as atomics (the window's access rule; plain `mov`s on x86).
-///
-/// # Safety
-/// `p` is 8-aligned and valid for `n` words for the returned lifetime, and only
-/// accessed atomically meanwhile.
-unsafe fn words<'a>(p: *mut u8, n: usize) -> &'a [AtomicU64] {
-    // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts(p.cast::<AtomicU64>(), n) }
-}
-
-fn sum(w: &[AtomicU64]) -> u64 {
-    w.iter()
-        .fold(0u64, |s, x| s.wrapping_add(x.load(Ordering::Relaxed)))
-}
-
-/// Keeps a loaded sum alive.
-fn sink(v: u64) {
-    black_box(v);
-}
-
-fn fill(w: &[AtomicU64], v: u64) {
-    for x in w {
-        x.store(v, Ordering::Relaxed);
-    }
-}
-
-fn copy(dst: &[AtomicU64], src: &[AtomicU64]) {
-    for (d, s) in dst.iter().zip(src) {
-        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
-fn movsb(dst: &[AtomicU64], src: &[AtomicU64]) {
-    let n = 8 * dst.len().min(src.len());
-    // SAFETY: both ranges are valid for n bytes and do not overlap; no other thread
-    // touches them while the probe runs.
-    unsafe {
-        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst.as_ptr() => _,
-                         inout("rsi") src.as_ptr() => _, options(nostack, preserves_flags));
-    }
-}
 
 fn memory(window: &HostWindow, config: LinkConfig) {
     let heap: Vec<AtomicU64> = (0..(1 << 17)).map(|_| AtomicU64::new(1)).collect();
@@ -106,18 +50,7 @@ fn memory(window: &HostWindow, config: LinkConfig) {
     for n in [4096usize, 65536, 1 << 20] {
         let w = n / 8;
         let (ram, ram2, own, peer) = (&heap[..w], &heap2[..w], &own[..w], &peer[..w]);
-        let r = [
-            ("load ram", best(n, || sink(sum(ram)))),
-            ("load own-window", best(n, || sink(sum(own)))),
-            ("load peer-window", best(n, || sink(sum(peer)))),
-            ("store ram", best(n, || fill(ram, 0x5a5a))),
-            ("store own-window", best(n, || fill(own, 0x5a5a))),
-            ("copy ram->ram", best(n, || copy(ram2, ram))),
-            ("copy ram->own-window", best(n, || copy(own, ram))),
-            ("copy peer-window->ram", best(n, || copy(ram, peer))),
-            ("movsb ram->ram", best(n, || movsb(ram2, ram))),
-            ("movsb ram->own-window", best(n, || movsb(own, ram))),
-        ];
+        let r = memory_loops(n, ram, ram2, own, peer);
         for (what, c) in r {
             println!("probe: {what} {n} B: {c} cycles/KiB");
         }
@@ -281,45 +214,19 @@ fn phases(config: LinkConfig) {
     }
 }
 
-/// Reads the TSC back to back for `span` cycles: (gaps over `min` cycles,
-/// their total, the longest): time this thread did not run.
-fn gaps(span: u64, min: u64) -> (u64, u64, u64) {
-    let (mut count, mut total, mut longest) = (0, 0, 0);
-    let start = rdtsc();
-    let mut last = start;
-    while last.wrapping_sub(start) < span {
-        let now = rdtsc();
-        let d = now.wrapping_sub(last);
-        if d > min {
-            count += 1;
-            total += d;
-            longest = longest.max(d);
-        }
-        last = now;
-    }
-    (count, total, longest)
-}
-
 fn main() {
     let config = LinkConfig::new(1 << 20).unwrap();
-    let mut tsc = u64::MAX;
-    for _ in 0..REPS {
-        let t0 = rdtsc();
-        for _ in 0..1000 {
-            black_box(rdtsc());
-        }
-        tsc = tsc.min(rdtsc().wrapping_sub(t0));
-    }
-    println!("probe: rdtsc: {} cycles each", tsc / 1000);
+    println!("probe: rdtsc: {} cycles each", rdtsc_cost());
     // The TSC rate: `rdtsc` cycles in 100 ms of the monotonic clock.
     let (t0, c0) = (std::time::Instant::now(), rdtsc());
     std::thread::sleep(std::time::Duration::from_millis(100));
     let khz = rdtsc().wrapping_sub(c0) / t0.elapsed().as_millis().max(1) as u64;
-    let (count, total, longest) = gaps(khz * 1000, khz / 100);
+    let g = gaps(khz * 1000, khz / 100);
     println!(
-        "probe: 1 s of reading the TSC: {count} gaps over 10 us, {} us in all, longest {} us",
-        total * 1000 / khz,
-        longest * 1000 / khz
+        "probe: 1 s of reading the TSC: {} gaps over 10 us, {} us in all, longest {} us",
+        g.count,
+        g.total * 1000 / khz,
+        g.longest * 1000 / khz
     );
     memory(&HostWindow::new(config), config);
     crossing(config);

@@ -75,6 +75,9 @@ mod region;
 mod rx;
 mod tx;
 
+#[cfg(target_arch = "x86_64")]
+pub mod probe;
+
 #[cfg(feature = "std")]
 pub mod bench;
 #[cfg(feature = "std")]

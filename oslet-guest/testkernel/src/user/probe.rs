@@ -35,12 +35,13 @@
 use super::clock::Clock;
 use super::link::Link;
 use super::{fail, Env};
-use crate::io::rdtsc;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicU64, Ordering};
+use oslet_interconnect::probe::{
+    self, copy, fill, gaps, memory_loops, rdtsc, rdtsc_cost, sink, sum,
+};
 use oslet_interconnect::{Endpoint, Side};
 
-const REPS: usize = 200;
 /// Memory-loop sizes: within L1/L2, and the whole 1 MiB ring (past L2).
 const SIZES: [usize; 3] = [4096, 65536, 1 << 20];
 const ROUNDS: usize = 30;
@@ -49,103 +50,17 @@ const CONNECT_MS: u64 = 10_000;
 /// A peer that does not hand back the turn within this long has stopped.
 const TURN_MS: u64 = 10_000;
 
-/// Best of REPS runs of `f`, in cycles per KiB of `bytes`.
-fn best(bytes: usize, mut f: impl FnMut()) -> u64 {
-    let mut min = u64::MAX;
-    for _ in 0..REPS {
-        let t0 = rdtsc();
-        f();
-        min = min.min(rdtsc().wrapping_sub(t0));
-    }
-    min * 1024 / bytes as u64
-}
-
-/// `n` words at `p` as atomics (the window's access rule; plain `mov`s).
+/// `n` words at guest address `p` (see [`probe::words`]).
 ///
 /// # Safety
-/// `p` is 8-aligned, mapped and readable for `n` words (writable too if the
-/// caller stores through it) for as long as the slice is used, and accessed
-/// only atomically meanwhile.
+/// As [`probe::words`].
 unsafe fn words<'a>(p: u64, n: usize) -> &'a [AtomicU64] {
     // SAFETY: the caller's contract.
-    unsafe { core::slice::from_raw_parts(p as usize as *const AtomicU64, n) }
-}
-
-// The loops below are the host probe's (interconnect/examples/path_probe.rs),
-// word for word.
-
-fn sum(w: &[AtomicU64]) -> u64 {
-    w.iter()
-        .fold(0u64, |s, x| s.wrapping_add(x.load(Ordering::Relaxed)))
-}
-
-/// Keeps a loaded sum alive.
-fn sink(v: u64) {
-    black_box(v);
-}
-
-fn fill(w: &[AtomicU64], v: u64) {
-    for x in w {
-        x.store(v, Ordering::Relaxed);
-    }
-}
-
-fn copy(dst: &[AtomicU64], src: &[AtomicU64]) {
-    for (d, s) in dst.iter().zip(src) {
-        d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-}
-
-fn movsb(dst: &[AtomicU64], src: &[AtomicU64]) {
-    let n = 8 * dst.len().min(src.len());
-    // SAFETY: both ranges are valid for n bytes and do not overlap; nothing
-    // else touches them while the probe runs.
-    unsafe {
-        core::arch::asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst.as_ptr() => _,
-                         inout("rsi") src.as_ptr() => _, options(nostack, preserves_flags));
-    }
-}
-
-/// Time taken from this code by whatever runs instead of it (the host, or
-/// the hypervisor on the host's interrupts): gaps between two TSC reads.
-struct Gaps {
-    count: u64,
-    total: u64,
-    longest: u64,
-}
-
-/// Reads the TSC back to back for `span` cycles; gaps over `min` cycles.
-fn gaps(span: u64, min: u64) -> Gaps {
-    let mut g = Gaps {
-        count: 0,
-        total: 0,
-        longest: 0,
-    };
-    let start = rdtsc();
-    let mut last = start;
-    while last.wrapping_sub(start) < span {
-        let now = rdtsc();
-        let d = now.wrapping_sub(last);
-        if d > min {
-            g.count += 1;
-            g.total += d;
-            g.longest = g.longest.max(d);
-        }
-        last = now;
-    }
-    g
+    unsafe { probe::words(p as usize as *const u8, n) }
 }
 
 fn memory(env: &mut Env) {
-    let mut tsc = u64::MAX;
-    for _ in 0..REPS {
-        let t0 = rdtsc();
-        for _ in 0..1000 {
-            black_box(rdtsc());
-        }
-        tsc = tsc.min(rdtsc().wrapping_sub(t0));
-    }
-    say!("probe: rdtsc: ", tsc / 1000, " cycles each");
+    say!("probe: rdtsc: ", rdtsc_cost(), " cycles each");
     let g = gaps(env.clock.cycles(1000), env.clock.cycles(1) / 100);
     say!(
         "probe: 1 s of reading the TSC: ",
@@ -180,18 +95,7 @@ fn memory(env: &mut Env) {
     for &n in SIZES.iter().filter(|&&n| n <= ring) {
         let w = n / 8;
         let (ram, ram2, own, peer) = (&ram[..w], &ram2[..w], &own[..w], &peer[..w]);
-        let r = [
-            ("load ram", best(n, || sink(sum(ram)))),
-            ("load own-window", best(n, || sink(sum(own)))),
-            ("load peer-window", best(n, || sink(sum(peer)))),
-            ("store ram", best(n, || fill(ram, 0x5a5a))),
-            ("store own-window", best(n, || fill(own, 0x5a5a))),
-            ("copy ram->ram", best(n, || copy(ram2, ram))),
-            ("copy ram->own-window", best(n, || copy(own, ram))),
-            ("copy peer-window->ram", best(n, || copy(ram, peer))),
-            ("movsb ram->ram", best(n, || movsb(ram2, ram))),
-            ("movsb ram->own-window", best(n, || movsb(own, ram))),
-        ];
+        let r = memory_loops(n, ram, ram2, own, peer);
         for (what, c) in r {
             say!("probe: ", what, " ", n, " B: ", c, " cycles/KiB");
         }
