@@ -390,11 +390,33 @@ fn a_supervisor_without_a_control_api_sleeps_between_its_looks_at_the_oslets() {
 
 /// Voluntary context switches of the main thread of `pid` so far.
 fn main_thread_wakeups(pid: u64) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status"))
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).unwrap();
+    status_field(&status, "voluntary_ctxt_switches")
+        .parse()
         .unwrap()
+}
+
+/// The value of `key` in the text of a `/proc/.../status` file, trimmed.
+fn status_field(status: &str, key: &str) -> String {
+    status
         .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+/// The pid of the detached supervisor serving `sock`.
+fn supervisor_pid(sock: &Path) -> u64 {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "--", &format!("--stay --socket {}", sock.display())])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("supervisor pid")
+        .parse()
         .unwrap()
 }
 
@@ -433,14 +455,10 @@ fn thread_cpus(pid: u64) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let status = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-                .unwrap()
-        };
-        out.push((field("Name:"), field("Cpus_allowed_list:")));
+        out.push((
+            status_field(&status, "Name"),
+            status_field(&status, "Cpus_allowed_list"),
+        ));
     }
     out
 }
@@ -487,34 +505,18 @@ fn housekeeping_cpus_hold_the_supervisor_and_vmm_threads_and_vcpus_keep_their_ow
         threads.iter().any(|(n, _)| n.ends_with("-vcpu0")),
         "{threads:?}"
     );
-    let sup = std::process::Command::new("pgrep")
-        .args(["-f", "--", &format!("--stay --socket {}", sock.display())])
-        .output()
-        .unwrap();
-    let sup: u64 = String::from_utf8(sup.stdout)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .expect("supervisor pid")
-        .parse()
-        .unwrap();
-    for (name, cpus) in thread_cpus(sup) {
+    for (name, cpus) in thread_cpus(supervisor_pid(&sock)) {
         assert_eq!(cpus, "1", "supervisor thread {name}");
     }
 }
 
 fn supervisor_rss_kib(sock: &Path) -> u64 {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", "--", &format!("--stay --socket {}", sock.display())])
-        .output()
-        .unwrap();
-    let pid = String::from_utf8(out.stdout).unwrap();
-    let pid = pid.split_whitespace().next().expect("supervisor pid");
+    let pid = supervisor_pid(sock);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status_field(&status, "VmRSS")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
         .unwrap()
 }
 
